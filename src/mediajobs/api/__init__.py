@@ -1,0 +1,1 @@
+"""The HTTP side: routing, signatures, XML, and the COS object API."""

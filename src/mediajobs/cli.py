@@ -1,0 +1,139 @@
+"""Command line: `mediajobs serve | migrate | config`. Flags -> Settings -> app.build."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+
+from . import __version__, errors, settings
+
+console = Console(stderr=False, highlight=False, soft_wrap=True)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file (keys as in the settings table; also MEDIAJOBS_CONFIG).")
+    p.add_argument("--data-dir", help="Directory for the database and object bytes (default ./mediajobs-data).")
+    p.add_argument("--database-url", help="SQLAlchemy URL of the metadata database (default SQLite in the data dir).")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mediajobs", description="Tencent CI / COS compatible media job server.")
+    ap.add_argument("--version", action="version", version=f"mediajobs {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="Run the API server.")
+    _add_common(serve)
+    serve.add_argument("--host", help="Address to listen on (default 127.0.0.1).")
+    serve.add_argument("--port", type=int, help=f"Port to listen on (default {settings.DEFAULT_PORT}).")
+    serve.add_argument("--region", help="Region reported for buckets (default ap-guangzhou).")
+    serve.add_argument(
+        "--bucket", action="append", dest="buckets", metavar="NAME",
+        help="A bucket that exists from the start (repeatable), e.g. examplebucket-1250000000.",
+    )
+    serve.add_argument("--default-bucket", help="Bucket for requests whose Host names none.")
+    serve.add_argument("--secret-id", help="SecretId to accept (prefer MEDIAJOBS_SECRET_ID).")
+    serve.add_argument("--secret-key", help="SecretKey to accept (prefer MEDIAJOBS_SECRET_KEY).")
+    serve.add_argument("--credentials-file", help="File of 'SecretId SecretKey' lines.")
+    serve.add_argument("--no-auth", action="store_true", default=None, help="Accept unsigned requests.")
+    serve.add_argument("--tls-cert", help="PEM certificate: serve https.")
+    serve.add_argument("--tls-key", help="PEM private key for --tls-cert.")
+    serve.add_argument("--max-object-size", type=int, help="Largest single PUT or part, in bytes.")
+    serve.add_argument(
+        "--no-fsync", dest="fsync", action="store_false", default=None,
+        help="Do not fsync writes (faster, loses acknowledged writes on power loss).",
+    )
+
+    mig = sub.add_parser("migrate", help="Create or upgrade the database schema, then exit.")
+    _add_common(mig)
+
+    cfg = sub.add_parser("config", help="Print every setting with its environment variable and default.")
+    cfg.add_argument("--markdown", action="store_true", help="As a Markdown table (for the README).")
+    return ap
+
+
+def _overrides(ns: argparse.Namespace) -> dict[str, Any]:
+    names = {f[0] for f in settings.describe()}
+    return {k: v for k, v in vars(ns).items() if k in names and v is not None}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = parser().parse_args(argv)
+    if ns.command == "config":
+        return _print_config(ns.markdown)
+    try:
+        conf = settings.load(_overrides(ns), config_file=ns.config)
+    except (ValueError, OSError) as exc:
+        console.print(f"[red]mediajobs: {exc}[/red]")
+        return 2
+    logging.basicConfig(
+        level=conf.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if ns.command == "migrate":
+        from .db.engine import make_engine, migrate
+
+        migrate(make_engine(conf.effective_database_url, fsync=conf.fsync))
+        console.print("schema is up to date")
+        return 0
+    return _serve(conf)
+
+
+def _serve(conf: settings.Settings) -> int:
+    import uvicorn
+
+    from .app import build
+
+    try:
+        built = build(conf)
+    except (ValueError, OSError, errors.MediaJobsError) as exc:
+        console.print(f"[red]mediajobs: {exc}[/red]")
+        return 2
+    endpoint = f"{conf.scheme}://{conf.host}:{conf.port}"
+    console.print(f"mediajobs {__version__} serving on [bold]{endpoint}[/bold] (data in {conf.data_dir})")
+    if conf.no_auth:
+        console.print("[yellow]--no-auth: unsigned requests are accepted[/yellow]")
+    for sid, key in built.credentials.items():
+        origin = "generated on first start" if built.generated else "configured"
+        console.print(f"credentials ({origin}): SecretId={sid} SecretKey={key}")
+    for b in conf.buckets:
+        console.print(f"bucket: {b}")
+    sys.stdout.flush()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            built.api,
+            host=conf.host,
+            port=conf.port,
+            # h11 writes header names as given; the SDKs need `ETag`, not `etag`.
+            http="h11",
+            loop="auto",
+            lifespan="off",
+            access_log=False,
+            log_level=conf.log_level,
+            ssl_certfile=conf.tls_cert or None,
+            ssl_keyfile=conf.tls_key or None,
+            server_header=False,
+            date_header=False,
+            timeout_keep_alive=75,
+        )
+    )
+    server.run()
+    return 0
+
+
+def _print_config(markdown: bool) -> int:
+    rows = settings.describe()
+    if markdown:
+        print("| setting | environment variable | default | meaning |")
+        print("|---|---|---|---|")
+        for name, env, default, text in rows:
+            print(f"| `{name}` | `{env}` | `{default}` | {text} |")
+        return 0
+    for name, env, default, text in rows:
+        console.print(f"[bold]{name}[/bold] ({env}, default {default!r}): {text}")
+    return 0

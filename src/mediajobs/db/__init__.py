@@ -1,0 +1,1 @@
+"""Metadata database: schema, engine, migrations."""

@@ -1,0 +1,122 @@
+"""Settings: one frozen dataclass, filled from defaults < config file < MEDIAJOBS_* env < flags.
+
+Every field carries its description in `metadata["help"]`; the CLI and the README's
+configuration table are built from it, so a setting is documented where it is defined.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+DEFAULT_PORT = 8790
+
+
+def _f(default: Any, help: str, *, env: bool = True) -> Any:
+    return field(default=default, metadata={"help": help, "env": env})
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = _f("127.0.0.1", "Address to listen on.")
+    port: int = _f(DEFAULT_PORT, "TCP port to listen on.")
+    data_dir: Path = _f(Path("./mediajobs-data"), "Directory holding the database and object bytes.")
+    database_url: str = _f(
+        "", "SQLAlchemy URL of the metadata database; empty means SQLite at <data-dir>/mediajobs.db."
+    )
+    region: str = _f("ap-guangzhou", "Region reported for buckets created without one.")
+    secret_id: str = _f("", "SecretId accepted by the server (with secret_key).")
+    secret_key: str = _f("", "SecretKey belonging to secret_id.")
+    credentials_file: str = _f(
+        "", "File with one 'SecretId SecretKey' pair per line ('#' starts a comment); all pairs are accepted."
+    )
+    no_auth: bool = _f(False, "Accept unsigned requests. For local experiments only.")
+    buckets: tuple[str, ...] = _f((), "Buckets that exist from the first start (comma-separated in env).")
+    default_bucket: str = _f(
+        "", "Bucket used when the Host header names none and the path is not path-style."
+    )
+    tls_cert: str = _f("", "PEM certificate file; with tls_key, serve https.")
+    tls_key: str = _f("", "PEM private key file for tls_cert.")
+    max_object_size: int = _f(5 * 1024**3, "Largest body of a single PUT Object or Upload Part, in bytes.")
+    max_xml_size: int = _f(1024 * 1024, "Largest XML request body, in bytes.")
+    fsync: bool = _f(True, "fsync object bytes and the database before acknowledging a write.")
+    sign_skew: int = _f(900, "Seconds a signature's start time may lie in the future.")
+    log_level: str = _f("info", "Log level: debug, info, warning, error.")
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "mediajobs.db"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert and self.tls_key else "http"
+
+
+def describe() -> list[tuple[str, str, Any, str]]:
+    """(name, env var, default, help) for each setting, in declaration order."""
+    return [
+        (f.name, "MEDIAJOBS_" + f.name.upper(), f.default, f.metadata["help"])
+        for f in dataclasses.fields(Settings)
+    ]
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if kind is int:
+            return int(value)
+        if kind is Path:
+            return Path(value)
+        if kind == tuple[str, ...]:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(s.strip() for s in items if str(s).strip())
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"setting {name}: cannot use {value!r}") from exc
+
+
+def load(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+) -> Settings:
+    """Build Settings from a config file, then MEDIAJOBS_* variables, then `overrides` (the flags)."""
+    env = os.environ if env is None else env
+    hints = get_type_hints(Settings)
+    values: dict[str, Any] = {}
+    path = config_file or env.get("MEDIAJOBS_CONFIG")
+    if path:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+        section = data.get("mediajobs", data)
+        for key, value in section.items():
+            name = key.replace("-", "_")
+            if name not in hints:
+                raise ValueError(f"config file {path}: unknown setting {key!r}")
+            values[name] = _coerce(name, hints[name], value)
+    for f in dataclasses.fields(Settings):
+        var = "MEDIAJOBS_" + f.name.upper()
+        if var in env:
+            values[f.name] = _coerce(f.name, hints[f.name], env[var])
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, hints[name], value)
+    return Settings(**values)

@@ -1,0 +1,1 @@
+"""Object bytes (blob stores) and the object service that pairs them with metadata."""
