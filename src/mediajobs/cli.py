@@ -16,14 +16,22 @@ console = Console(stderr=False, highlight=False, soft_wrap=True)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML config file (keys as in the settings table; also MEDIAJOBS_CONFIG).")
-    p.add_argument("--data-dir", help="Directory for the database and object bytes (default ./mediajobs-data).")
-    p.add_argument("--database-url", help="SQLAlchemy URL of the metadata database (default SQLite in the data dir).")
+    p.add_argument(
+        "--config", help="TOML config file (keys as in the settings table; also MEDIAJOBS_CONFIG)."
+    )
+    p.add_argument(
+        "--data-dir", help="Directory for the database and object bytes (default ./mediajobs-data)."
+    )
+    p.add_argument(
+        "--database-url", help="SQLAlchemy URL of the metadata database (default SQLite in the data dir)."
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="mediajobs", description="Tencent CI / COS compatible media job server.")
+    ap = argparse.ArgumentParser(
+        prog="mediajobs", description="Tencent CI / COS compatible media job server."
+    )
     ap.add_argument("--version", action="version", version=f"mediajobs {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -33,7 +41,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help=f"Port to listen on (default {settings.DEFAULT_PORT}).")
     serve.add_argument("--region", help="Region reported for buckets (default ap-guangzhou).")
     serve.add_argument(
-        "--bucket", action="append", dest="buckets", metavar="NAME",
+        "--bucket",
+        action="append",
+        dest="buckets",
+        metavar="NAME",
         help="A bucket that exists from the start (repeatable), e.g. examplebucket-1250000000.",
     )
     serve.add_argument("--default-bucket", help="Bucket for requests whose Host names none.")
@@ -45,7 +56,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert.")
     serve.add_argument("--max-object-size", type=int, help="Largest single PUT or part, in bytes.")
     serve.add_argument(
-        "--no-fsync", dest="fsync", action="store_false", default=None,
+        "--no-fsync",
+        dest="fsync",
+        action="store_false",
+        default=None,
         help="Do not fsync writes (faster, loses acknowledged writes on power loss).",
     )
 
@@ -72,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[red]mediajobs: {exc}[/red]")
         return 2
     logging.basicConfig(
-        level=conf.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=conf.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if ns.command == "migrate":

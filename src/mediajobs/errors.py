@@ -49,14 +49,24 @@ EntityTooSmall = _error(
     "EntityTooSmall", "EntityTooSmall", 400, "Your proposed upload is smaller than the minimum allowed size."
 )
 IncompleteBody = _error(
-    "IncompleteBody", "IncompleteBody", 400, "You did not provide the number of bytes specified by Content-Length."
+    "IncompleteBody",
+    "IncompleteBody",
+    400,
+    "You did not provide the number of bytes specified by Content-Length.",
 )
-InvalidBucketName = _error("InvalidBucketName", "InvalidBucketName", 400, "The specified bucket is not valid.")
-InvalidObjectName = _error("InvalidObjectName", "InvalidObjectName", 400, "The specified object name is not valid.")
+InvalidBucketName = _error(
+    "InvalidBucketName", "InvalidBucketName", 400, "The specified bucket is not valid."
+)
+InvalidObjectName = _error(
+    "InvalidObjectName", "InvalidObjectName", 400, "The specified object name is not valid."
+)
 KeyTooLong = _error("KeyTooLong", "KeyTooLong", 400, "Your key is too long.")
 InvalidURI = _error("InvalidURI", "InvalidURI", 400, "Couldn't parse the specified URI.")
 InvalidPart = _error(
-    "InvalidPart", "InvalidPart", 400, "One or more of the specified parts could not be found or did not match."
+    "InvalidPart",
+    "InvalidPart",
+    400,
+    "One or more of the specified parts could not be found or did not match.",
 )
 InvalidPartOrder = _error(
     "InvalidPartOrder", "InvalidPartOrder", 400, "The list of parts was not in ascending order."
@@ -69,7 +79,10 @@ XMLSizeLimit = _error("XMLSizeLimit", "XMLSizeLimit", 400, "The XML body is too 
 # 403
 AccessDenied = _error("AccessDenied", "AccessDenied", 403, "Access Denied.")
 InvalidAccessKeyId = _error(
-    "InvalidAccessKeyId", "InvalidAccessKeyId", 403, "The SecretId you provided does not exist in our records."
+    "InvalidAccessKeyId",
+    "InvalidAccessKeyId",
+    403,
+    "The SecretId you provided does not exist in our records.",
 )
 SignatureDoesNotMatch = _error(
     "SignatureDoesNotMatch",
@@ -95,9 +108,14 @@ MethodNotAllowed = _error(
     "MethodNotAllowed", "MethodNotAllowed", 405, "The specified method is not allowed against this resource."
 )
 BucketAlreadyOwnedByYou = _error(
-    "BucketAlreadyOwnedByYou", "BucketAlreadyOwnedByYou", 409, "The bucket you tried to create already exists."
+    "BucketAlreadyOwnedByYou",
+    "BucketAlreadyOwnedByYou",
+    409,
+    "The bucket you tried to create already exists.",
 )
-BucketNotEmpty = _error("BucketNotEmpty", "BucketNotEmpty", 409, "The bucket you tried to delete is not empty.")
+BucketNotEmpty = _error(
+    "BucketNotEmpty", "BucketNotEmpty", 409, "The bucket you tried to delete is not empty."
+)
 MissingContentLength = _error(
     "MissingContentLength", "MissingContentLength", 411, "You must provide the Content-Length HTTP header."
 )
@@ -106,6 +124,11 @@ InvalidRange = _error("InvalidRange", "InvalidRange", 416, "The requested range 
 
 # 5xx
 NotImplementedByServer = _error(
-    "NotImplementedByServer", "NotImplemented", 501, "A header or parameter you provided implies functionality that is not implemented."
+    "NotImplementedByServer",
+    "NotImplemented",
+    501,
+    "A header or parameter you provided implies functionality that is not implemented.",
 )
-ServiceUnavailable = _error("ServiceUnavailable", "ServiceUnavailable", 503, "Please reduce your request rate.")
+ServiceUnavailable = _error(
+    "ServiceUnavailable", "ServiceUnavailable", 503, "Please reduce your request rate."
+)

@@ -50,7 +50,11 @@ def signature(secret_key: str, key_time: str, sign_time: str, http_string: str) 
 
 
 def http_string(
-    method: str, path: str, params: Mapping[str, str], headers: Mapping[str, str], param_list: Sequence[str],
+    method: str,
+    path: str,
+    params: Mapping[str, str],
+    headers: Mapping[str, str],
+    param_list: Sequence[str],
     header_list: Sequence[str],
 ) -> str:
     def join(names: Sequence[str], values: Mapping[str, str]) -> str:
@@ -111,7 +115,9 @@ def verify(
         start, end = _window(sign_time)
         _window(key_time)
     except ValueError:
-        raise errors.AccessDenied("q-sign-time and q-key-time must be '<start>;<end>' in Unix seconds.") from None
+        raise errors.AccessDenied(
+            "q-sign-time and q-key-time must be '<start>;<end>' in Unix seconds."
+        ) from None
     secret_key = key_for(fields["q-ak"])
     if secret_key is None:
         raise errors.InvalidAccessKeyId()

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from .server import Api, Call
 
 _LIST_PARAMS = frozenset(("prefix", "delimiter", "marker", "max-keys"))
-_UPLOAD_PARAMS = frozenset(("uploads", "prefix", "delimiter", "key-marker", "upload-id-marker", "max-uploads"))
+_UPLOAD_PARAMS = frozenset(
+    ("uploads", "prefix", "delimiter", "key-marker", "upload-id-marker", "max-uploads")
+)
 MAX_DELETE = 1000
 _OWNER_NODES: xmlcodec.Nodes = [("ID", OWNER), ("DisplayName", OWNER)]
 
@@ -89,7 +91,9 @@ async def list_objects(api: Api, call: Call) -> WireResponse:
         raise errors.InvalidArgument("encoding-type must be url.")
     max_keys = _int_param(call, "max-keys", 1000, 0, 1000)
     page = await run(
-        lambda: api.service.list(call.bucket, prefix=prefix, delimiter=delimiter, marker=marker, max_keys=max_keys)
+        lambda: api.service.list_objects(
+            call.bucket, prefix=prefix, delimiter=delimiter, marker=marker, max_keys=max_keys
+        )
     )
 
     def enc(s: str) -> str:
@@ -127,7 +131,9 @@ async def list_uploads(api: Api, call: Call) -> WireResponse:
     key_marker, id_marker = _q(call, "key-marker"), _q(call, "upload-id-marker")
     encoding = _q(call, "encoding-type") == "url"
     max_uploads = _int_param(call, "max-uploads", 1000, 0, 1000)
-    found, truncated = await run(api.service.list_uploads, call.bucket, prefix, key_marker, id_marker, max_uploads)
+    found, truncated = await run(
+        api.service.list_uploads, call.bucket, prefix, key_marker, id_marker, max_uploads
+    )
 
     def enc(s: str) -> str:
         return url_encode(s) if encoding else s
@@ -185,7 +191,9 @@ async def delete_many(api: Api, call: Call) -> WireResponse:
     nodes += [("Error", [("Key", k), ("Code", e.code), ("Message", e.message)]) for k, e in failed]
     if not nodes:
         # `<DeleteResult/>`: the Python SDK turns an empty root into None, which it expects here.
-        return WireResponse(200, b"<?xml version='1.0' encoding='utf-8' ?>\n<DeleteResult/>", content_type="application/xml")
+        return WireResponse(
+            200, b"<?xml version='1.0' encoding='utf-8' ?>\n<DeleteResult/>", content_type="application/xml"
+        )
     return xml_response("DeleteResult", nodes)
 
 

@@ -13,9 +13,9 @@ from . import xmlcodec
 from .auth import AUTH_PARAMS
 from .common import (
     check_key,
+    http_date,
     iso,
     iso_ms,
-    http_date,
     object_headers,
     parse_http_date,
     read_small,
@@ -34,12 +34,46 @@ PLAIN_PARAMS = AUTH_PARAMS | {"versionid", "x-cos-traffic-limit", "encoding-type
 # answered 501 rather than being mistaken for a plain object operation.
 KNOWN_SUBRESOURCES = frozenset(
     (
-        "acl", "tagging", "restore", "select", "append", "position", "torrent", "retention",
-        "legal-hold", "ci-process", "image_process", "imageinfo", "exif", "imageave", "imageslim",
-        "watermark", "symlink", "rename", "fetch", "uploads", "uploadid", "partnumber",
-        "object-lock", "versions", "cors", "lifecycle", "policy", "website", "versioning",
-        "replication", "logging", "inventory", "domain", "referer", "intelligenttiering",
-        "encryption", "location", "accelerate", "origin", "delete",
+        "acl",
+        "tagging",
+        "restore",
+        "select",
+        "append",
+        "position",
+        "torrent",
+        "retention",
+        "legal-hold",
+        "ci-process",
+        "image_process",
+        "imageinfo",
+        "exif",
+        "imageave",
+        "imageslim",
+        "watermark",
+        "symlink",
+        "rename",
+        "fetch",
+        "uploads",
+        "uploadid",
+        "partnumber",
+        "object-lock",
+        "versions",
+        "cors",
+        "lifecycle",
+        "policy",
+        "website",
+        "versioning",
+        "replication",
+        "logging",
+        "inventory",
+        "domain",
+        "referer",
+        "intelligenttiering",
+        "encryption",
+        "location",
+        "accelerate",
+        "origin",
+        "delete",
     )
 )
 _RESPONSE_OVERRIDES = {
@@ -63,7 +97,11 @@ def subresources(call: Call, handled: frozenset[str]) -> set[str]:
             continue
         if low in handled:
             found.add(low)
-        elif low in KNOWN_SUBRESOURCES or low.startswith(("imagemogr2", "imageview2", "watermark/")) or not value:
+        elif (
+            low in KNOWN_SUBRESOURCES
+            or low.startswith(("imagemogr2", "imageview2", "watermark/"))
+            or not value
+        ):
             # A bare flag (`?acl`, `?imageMogr2/...`) is how COS names subresources.
             raise errors.NotImplementedByServer(f"The subresource or process {name!r} is not implemented.")
     return found
@@ -126,7 +164,9 @@ async def put_object(api: Api, call: Call) -> WireResponse:
     meta = await receive_blob(
         api,
         call,
-        lambda info: api.service.put(call.bucket, call.key, info, storage_class=storage_class, headers=headers),
+        lambda info: api.service.put(
+            call.bucket, call.key, info, storage_class=storage_class, headers=headers
+        ),
     )
     return empty(200, [("ETag", _etag(meta)), ("x-cos-hash-crc64ecma", meta.crc64)])
 
@@ -141,7 +181,9 @@ def parse_copy_source(value: str) -> tuple[str, str]:
     bucket = src[:idx].split(".", 1)[0] if idx > 0 else ""
     key = unquote(src[idx + width :]) if idx > 0 else ""
     if not bucket or not key:
-        raise errors.InvalidArgument(f"x-cos-copy-source {value!r} is not <bucket>.cos.<region>.myqcloud.com/<key>.")
+        raise errors.InvalidArgument(
+            f"x-cos-copy-source {value!r} is not <bucket>.cos.<region>.myqcloud.com/<key>."
+        )
     return bucket, key
 
 
@@ -158,9 +200,7 @@ async def copy_object(api: Api, call: Call) -> WireResponse:
         if not call.header("x-cos-storage-class"):
             storage_class = src.storage_class
     if (src_bucket, src_key) == (call.bucket, call.key) and directive != "Replaced":
-        raise errors.InvalidRequest(
-            "Copying an object onto itself needs x-cos-metadata-directive: Replaced."
-        )
+        raise errors.InvalidRequest("Copying an object onto itself needs x-cos-metadata-directive: Replaced.")
     meta = await run(
         lambda: api.service.copy(src, call.bucket, call.key, storage_class=storage_class, headers=headers)
     )
@@ -220,7 +260,7 @@ def parse_range(value: str, size: int) -> tuple[int, int] | None:
         return max(0, size - n), size - 1
     start = int(m[1])
     end = int(m[2]) if m[2] else size - 1
-    if end < start:
+    if m[2] and end < start:
         return None
     if start >= size:
         raise errors.InvalidRange(headers={"Content-Range": f"bytes */{size}"})
@@ -255,8 +295,10 @@ async def get_object(api: Api, call: Call) -> WireResponse:
     rng = call.header("range")
     if rng:
         if_range = call.header("if-range")
-        honoured = not if_range or if_range.strip('"') == meta.etag or (
-            (d := parse_http_date(if_range)) is not None and int(meta.last_modified) <= d
+        honoured = (
+            not if_range
+            or if_range.strip('"') == meta.etag
+            or ((d := parse_http_date(if_range)) is not None and int(meta.last_modified) <= d)
         )
         span = parse_range(rng, meta.size) if honoured else None
         if span is not None:

@@ -17,7 +17,8 @@ BUCKET_LABEL = re.compile(r"^[a-z0-9][a-z0-9-]*-\d+$")
 BUCKET_NAME = re.compile(r"^(?P<name>[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?)-(?P<appid>\d+)$")
 _BUCKET_HOST = re.compile(
     r"^(?P<bucket>[^.]+)\.(?P<svc>cos|ci|pic|cos-internal|cos-cdc|cosv6)\.(?P<region>[a-z0-9-]+)"
-    r"\.(?:myqcloud\.com|tencentcos\.cn)$"
+    r"\.(?:myqcloud\.com|tencentcos\.cn)$",
+    re.IGNORECASE,
 )
 _SERVICE_HOST = re.compile(
     r"^(?:service\.cos|(?:cos|ci)\.(?P<region>[a-z0-9-]+))\.(?:myqcloud\.com|tencentcos\.cn)$"
@@ -54,10 +55,12 @@ def strip_port(host: str) -> str:
 
 def resolve(host: str, path: str, default_bucket: str | None) -> Target:
     """Bucket and key of a request from its Host header and decoded path."""
-    h = strip_port(host.strip().lower())
+    h = strip_port(host.strip())
     m = _BUCKET_HOST.match(h)
     if m:
-        return Target(m["bucket"], _key(path), m["region"], m["svc"] == "ci", path=path)
+        # The bucket label keeps its case: `Upper-125...` is an invalid name, not `upper-125...`.
+        return Target(m["bucket"], _key(path), m["region"].lower(), m["svc"].lower() == "ci", path=path)
+    h = h.lower()
     s = _SERVICE_HOST.match(h)
     if s:
         return Target(None, None, s["region"], h.startswith("ci."), service=path == "/", path=path)

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from urllib.parse import unquote, unquote_to_bytes
+from urllib.parse import unquote_plus, unquote_to_bytes
 
 import anyio.to_thread
 from starlette.requests import Request
@@ -49,7 +49,12 @@ def _http_date(_cache: list[object] = [0, ""]) -> str:  # noqa: B006 - a one-sec
 
 
 def parse_query(raw: bytes) -> list[tuple[str, str]]:
-    """Percent-decode names and values without turning '+' into a space (protocol.md 2.3)."""
+    """Percent-decode names and values; a raw '+' is a space.
+
+    protocol.md 2.3 says the SDKs send '+' as %2B, which holds for Node and Go; but the
+    Python SDK lets `requests` form-encode its query, so a space in `prefix=` arrives as a
+    raw '+' while the signature covers the space. Decoding '+' as a space fits all three.
+    """
     out: list[tuple[str, str]] = []
     if not raw:
         return out
@@ -58,7 +63,7 @@ def parse_query(raw: bytes) -> list[tuple[str, str]]:
             continue
         name, _, value = item.partition("=")
         try:
-            out.append((unquote(name, errors="strict"), unquote(value, errors="strict")))
+            out.append((unquote_plus(name, errors="strict"), unquote_plus(value, errors="strict")))
         except UnicodeDecodeError:
             raise errors.InvalidURI("The query string is not valid UTF-8 after percent-decoding.") from None
     return out
@@ -217,7 +222,9 @@ class Api:
                 raise errors.MethodNotAllowed()
             return await buckets.list_buckets(self, call)
         if target.bucket is None:
-            raise errors.NoSuchBucket("The request names no bucket: use the bucket's host name or a path-style URL.")
+            raise errors.NoSuchBucket(
+                "The request names no bucket: use the bucket's host name or a path-style URL."
+            )
         if target.key is None:
             return await buckets.dispatch(self, call)
         return await objects.dispatch(self, call)

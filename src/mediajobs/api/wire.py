@@ -39,7 +39,10 @@ class WireResponse(Response):
         if content_type is not None:
             hs.insert(0, ("Content-Type", content_type))
         if not any(k == "Content-Length" for k, _ in hs):
-            hs.insert(1 if content_type else 0, ("Content-Length", str(len(body) if content_length is None else content_length)))
+            hs.insert(
+                1 if content_type else 0,
+                ("Content-Length", str(len(body) if content_length is None else content_length)),
+            )
         self.raw_headers = _raw(hs)
 
     def add(self, headers: Headers) -> None:

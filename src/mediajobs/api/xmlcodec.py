@@ -31,9 +31,11 @@ def parse(body: bytes, *, root: str | None = None) -> ET.Element:
     if not body.strip():
         raise errors.MissingRequestBodyError()
     try:
-        elem = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        elem: ET.Element = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except (ET.ParseError, DefusedXmlException, ValueError) as exc:
-        raise errors.MalformedXML(f"The XML you provided was not well-formed: {type(exc).__name__}.") from None
+        raise errors.MalformedXML(
+            f"The XML you provided was not well-formed: {type(exc).__name__}."
+        ) from None
     if root is not None and elem.tag != root:
         raise errors.MalformedXML(f"The root element must be {root}, not {elem.tag}.")
     return elem

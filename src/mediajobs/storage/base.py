@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -69,7 +69,9 @@ class BlobWriter(Protocol):
 class BlobStore(Protocol):
     def writer(self) -> BlobWriter: ...
 
-    def read(self, blob: str, start: int = 0, length: int | None = None, chunk: int = ...) -> Iterator[bytes]:
+    def read(
+        self, blob: str, start: int = 0, length: int | None = None, chunk: int = ...
+    ) -> Generator[bytes, None, None]:
         """Yield the bytes of `blob` from `start`, `length` bytes (all if None)."""
         ...
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -79,7 +79,9 @@ class LocalBlobStore:
     def writer(self) -> LocalBlobWriter:
         return LocalBlobWriter(self)
 
-    def read(self, blob: str, start: int = 0, length: int | None = None, chunk: int = READ_CHUNK) -> Iterator[bytes]:
+    def read(
+        self, blob: str, start: int = 0, length: int | None = None, chunk: int = READ_CHUNK
+    ) -> Generator[bytes, None, None]:
         with open(self.path(blob), "rb") as fh:
             if start:
                 fh.seek(start)

@@ -9,6 +9,7 @@ a torn one.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import secrets
 import time
@@ -120,13 +121,19 @@ class ObjectService:
 
     def add_credentials(self, secret_id: str, secret_key: str) -> None:
         with self._write() as conn, conn.begin():
-            if conn.execute(select(credentials.c.secret_id).where(credentials.c.secret_id == secret_id)).first():
+            if conn.execute(
+                select(credentials.c.secret_id).where(credentials.c.secret_id == secret_id)
+            ).first():
                 conn.execute(
-                    update(credentials).where(credentials.c.secret_id == secret_id).values(secret_key=secret_key)
+                    update(credentials)
+                    .where(credentials.c.secret_id == secret_id)
+                    .values(secret_key=secret_key)
                 )
             else:
                 conn.execute(
-                    insert(credentials).values(secret_id=secret_id, secret_key=secret_key, created_at=time.time())
+                    insert(credentials).values(
+                        secret_id=secret_id, secret_key=secret_key, created_at=time.time()
+                    )
                 )
 
     # ---- buckets -----------------------------------------------------------------------
@@ -163,7 +170,10 @@ class ObjectService:
             if conn.execute(select(buckets.c.name).where(buckets.c.name == name)).first() is None:
                 raise errors.NoSuchBucket()
             busy = conn.execute(select(objects.c.key).where(objects.c.bucket == name).limit(1)).first()
-            busy = busy or conn.execute(select(uploads.c.upload_id).where(uploads.c.bucket == name).limit(1)).first()
+            busy = (
+                busy
+                or conn.execute(select(uploads.c.upload_id).where(uploads.c.bucket == name).limit(1)).first()
+            )
             if busy:
                 raise errors.BucketNotEmpty()
             conn.execute(delete(buckets).where(buckets.c.name == name))
@@ -172,7 +182,9 @@ class ObjectService:
 
     def head(self, bucket: str, key: str) -> ObjectMeta:
         with self.engine.connect() as conn:
-            row = conn.execute(select(objects).where(objects.c.bucket == bucket, objects.c.key == key)).first()
+            row = conn.execute(
+                select(objects).where(objects.c.bucket == bucket, objects.c.key == key)
+            ).first()
             if row is None:
                 if conn.execute(select(buckets.c.name).where(buckets.c.name == bucket)).first() is None:
                     raise errors.NoSuchBucket()
@@ -250,7 +262,9 @@ class ObjectService:
         if old is None:
             conn.execute(insert(objects).values(bucket=meta.bucket, key=meta.key, **values))
             return []
-        conn.execute(update(objects).where(objects.c.bucket == meta.bucket, objects.c.key == meta.key).values(**values))
+        conn.execute(
+            update(objects).where(objects.c.bucket == meta.bucket, objects.c.key == meta.key).values(**values)
+        )
         return self._retire(conn, [old.blob])
 
     def delete(self, bucket: str, key: str) -> None:
@@ -282,7 +296,7 @@ class ObjectService:
         info = BlobInfo(blob, src.size, src.etag, b"", int(src.crc64))
         return self.put(bucket, key, info, etag=src.etag, storage_class=storage_class, headers=headers)
 
-    def list(
+    def list_objects(
         self,
         bucket: str,
         *,
@@ -296,8 +310,6 @@ class ObjectService:
         Each rolled-up prefix costs one index seek past its keys, so a page is
         O(max_keys) seeks whatever the number of keys under the prefix.
         """
-        contents: list[ObjectMeta] = []
-        prefixes: list[str] = []
         if max_keys <= 0:
             return Listing([], [], False, None)
         lower, inclusive = marker, False
@@ -379,16 +391,25 @@ class ObjectService:
             if row is None:
                 self._require_bucket(conn, bucket)
                 raise errors.NoSuchUpload()
-        return Upload(row.upload_id, row.bucket, row.key, row.initiated, row.storage_class, json.loads(row.headers))
+        return Upload(
+            row.upload_id, row.bucket, row.key, row.initiated, row.storage_class, json.loads(row.headers)
+        )
 
     def put_part(self, upload: Upload, number: int, info: BlobInfo) -> Part:
         part = Part(number, info.blob, info.size, info.md5_hex, str(info.crc64), time.time())
         try:
             with self._write() as conn, conn.begin():
-                if conn.execute(select(uploads.c.upload_id).where(uploads.c.upload_id == upload.upload_id)).first() is None:
+                if (
+                    conn.execute(
+                        select(uploads.c.upload_id).where(uploads.c.upload_id == upload.upload_id)
+                    ).first()
+                    is None
+                ):
                     raise errors.NoSuchUpload()
                 old = conn.execute(
-                    select(parts.c.blob).where(parts.c.upload_id == upload.upload_id, parts.c.part_number == number)
+                    select(parts.c.blob).where(
+                        parts.c.upload_id == upload.upload_id, parts.c.part_number == number
+                    )
                 ).first()
                 values = {
                     "blob": part.blob,
@@ -398,7 +419,9 @@ class ObjectService:
                     "last_modified": part.last_modified,
                 }
                 if old is None:
-                    conn.execute(insert(parts).values(upload_id=upload.upload_id, part_number=number, **values))
+                    conn.execute(
+                        insert(parts).values(upload_id=upload.upload_id, part_number=number, **values)
+                    )
                     retired: list[str] = []
                 else:
                     conn.execute(
@@ -464,7 +487,7 @@ class ObjectService:
         if not requested:
             raise errors.MalformedXML("CompleteMultipartUpload lists no Part.")
         numbers = [n for n, _ in requested]
-        if any(b <= a for a, b in zip(numbers, numbers[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(numbers)):
             raise errors.InvalidPartOrder()
         with self.engine.connect() as conn:
             rows = {
@@ -498,13 +521,19 @@ class ObjectService:
         )
         try:
             with self._write() as conn, conn.begin():
-                gone = conn.execute(
-                    select(uploads.c.upload_id).where(uploads.c.upload_id == upload.upload_id)
-                ).first() is None
+                gone = (
+                    conn.execute(
+                        select(uploads.c.upload_id).where(uploads.c.upload_id == upload.upload_id)
+                    ).first()
+                    is None
+                )
                 if gone:
                     raise errors.NoSuchUpload()
                 retired = self._upsert(conn, meta)
-                part_blobs = [r.blob for r in conn.execute(select(parts.c.blob).where(parts.c.upload_id == upload.upload_id))]
+                part_blobs = [
+                    r.blob
+                    for r in conn.execute(select(parts.c.blob).where(parts.c.upload_id == upload.upload_id))
+                ]
                 conn.execute(delete(parts).where(parts.c.upload_id == upload.upload_id))
                 conn.execute(delete(uploads).where(uploads.c.upload_id == upload.upload_id))
                 retired += self._retire(conn, part_blobs)
@@ -516,7 +545,10 @@ class ObjectService:
 
     def abort(self, upload: Upload) -> None:
         with self._write() as conn, conn.begin():
-            part_blobs = [r.blob for r in conn.execute(select(parts.c.blob).where(parts.c.upload_id == upload.upload_id))]
+            part_blobs = [
+                r.blob
+                for r in conn.execute(select(parts.c.blob).where(parts.c.upload_id == upload.upload_id))
+            ]
             conn.execute(delete(parts).where(parts.c.upload_id == upload.upload_id))
             n = conn.execute(delete(uploads).where(uploads.c.upload_id == upload.upload_id)).rowcount
             if not n:
@@ -526,4 +558,8 @@ class ObjectService:
 
     def count_objects(self, bucket: str) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(objects).where(objects.c.bucket == bucket)).scalar_one())
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(objects).where(objects.c.bucket == bucket)
+                ).scalar_one()
+            )
