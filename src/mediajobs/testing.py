@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -45,8 +46,12 @@ class ServerProcess:
     env: dict[str, str] = field(default_factory=dict)
 
     @property
+    def scheme(self) -> str:
+        return "https" if "--tls-cert" in self.extra_args else "http"
+
+    @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAJOBS_")}
@@ -73,9 +78,11 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mediajobs serve exited with {self.proc.returncode}: {self.log()}")
+            # The probe only needs an answer: a test's self-signed certificate is fine.
+            ctx = ssl._create_unverified_context() if self.scheme == "https" else None
             with (
                 contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{self.endpoint}/healthz", timeout=1) as r,
+                urllib.request.urlopen(f"{self.endpoint}/healthz", timeout=1, context=ctx) as r,
             ):
                 if r.status == 200:
                     return self
