@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import socket
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import requests
 from qcloud_cos.cos_auth import CosS3Auth
+from requests.structures import CaseInsensitiveDict
 
 from mediajobs.testing import ServerProcess
 
@@ -34,6 +36,7 @@ def sign(server: ServerProcess, method: str, key: str, headers: dict[str, str], 
          **conf: Any) -> str:  # fmt: skip
     """The Authorization header the Python SDK would compute for this request."""
     prepared = requests.Request(method, server.endpoint + "/", headers=headers).prepare()
+    prepared.headers = CaseInsensitiveDict(headers)  # exactly the headers that will be sent
     CosS3Auth(server.cos_config(**conf), key=key, params=params or {})(prepared)
     return str(prepared.headers["Authorization"])
 
@@ -65,3 +68,25 @@ def raw_request(
         return resp.status, dict(resp.getheaders()), resp.read()
     finally:
         conn.close()
+
+
+def read_reply(sock: socket.socket) -> bytes:
+    """One whole HTTP response (headers and a Content-Length body) from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body

@@ -16,7 +16,7 @@ from qcloud_cos import CosS3Client
 from qcloud_cos.cos_exception import CosServiceError
 
 from mediajobs.testing import BUCKET, ServerProcess, free_port, running_server
-from tests.helpers import bucket_host, raw_request
+from tests.helpers import bucket_host, raw_request, read_reply
 
 
 def test_generated_credentials_persist_across_restarts(tmp_path: Path) -> None:
@@ -116,7 +116,7 @@ def test_header_names_are_spelled_as_cos_spells_them(server: ServerProcess, cos:
     cos.put_object(Bucket=server.bucket, Key="spelling.txt", Body=b"abc", Metadata={"x-cos-meta-k": "v"})
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         s.sendall(f"HEAD /spelling.txt HTTP/1.1\r\nHost: {bucket_host(server)}\r\n\r\n".encode())
-        head = s.recv(65536).decode()
+        head = read_reply(s).decode()
     # unsigned: an error, but the common headers are there with their spelling
     assert "x-cos-request-id: " in head and "\r\nServer: tencent-cos" in head and "\r\nDate: " in head
     status, headers, _ = raw_request(server, "GET", "/spelling.txt")
@@ -154,3 +154,26 @@ def test_crash_mid_upload_keeps_the_previous_version(tmp_path: Path) -> None:
         assert [o["Key"] for o in c.list_objects(Bucket=srv.bucket)["Contents"]] == ["video.mp4"]
         blobs = [p for p in (data_dir / "blobs").rglob("*") if p.is_file()]
         assert len(blobs) == 1  # the half-written upload never became a blob
+
+
+def test_chunked_upload_without_content_length(server: ServerProcess, cos: CosS3Client) -> None:
+    from tests.helpers import sign
+
+    parts = [os.urandom(300_000) for _ in range(4)]
+    headers = {"Host": bucket_host(server), "Transfer-Encoding": "chunked"}
+    headers["Authorization"] = sign(server, "PUT", "/chunked.bin", headers)
+    r = requests.put(f"{server.endpoint}/chunked.bin", data=iter(parts), headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    got = cos.get_object(Bucket=server.bucket, Key="chunked.bin")["Body"].get_raw_stream().read()
+    assert got == b"".join(parts)
+    # neither a length nor chunked framing: 411
+    hs = {"Host": bucket_host(server)}
+    hs["Authorization"] = sign(server, "PUT", "/nolength.bin", hs)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(
+            b"PUT /nolength.bin HTTP/1.1\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in hs.items()).encode()
+            + b"\r\n"
+        )
+        reply = read_reply(s)
+    assert reply.startswith(b"HTTP/1.1 411") and b"<Code>MissingContentLength</Code>" in reply

@@ -131,3 +131,37 @@ def test_bucket_lifecycle(svc: ObjectService) -> None:
     with pytest.raises(errors.MediaJobsError) as info:
         svc.list_objects(B)
     assert info.value.code == "NoSuchBucket"
+
+
+def test_delimiter_listing_seeks_the_index_instead_of_scanning(svc: ObjectService) -> None:
+    """100,000 keys under 10 prefixes: the rolled-up listing costs one indexed query per prefix."""
+    from sqlalchemy import event
+
+    from mediajobs.db.schema import objects
+
+    with svc.engine.connect().execution_options(write=True) as conn, conn.begin():
+        rows = [
+            dict(bucket=B, key=f"big/p{i % 10}/{i:06d}", blob="0" * 32, size=0, etag="e", crc64="0",
+                 last_modified=0.0, storage_class="STANDARD", headers="{}")
+            for i in range(100_000)
+        ]  # fmt: skip
+        conn.execute(objects.insert(), rows)
+    seen: list[tuple[str, tuple[object, ...]]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT") and "FROM objects" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(svc.engine, "before_cursor_execute", capture)
+    try:
+        page = svc.list_objects(B, prefix="big/", delimiter="/")
+    finally:
+        event.remove(svc.engine, "before_cursor_execute", capture)
+    assert page.common_prefixes == [f"big/p{i}/" for i in range(10)] and not page.contents
+    assert len(seen) <= 12
+    with svc.engine.connect() as conn:
+        for statement, parameters in seen:
+            plan = " ".join(
+                str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            )
+            assert "SEARCH objects USING" in plan and "SCAN" not in plan, plan
