@@ -87,6 +87,7 @@ class ServerProcess:
                 if r.status == 200:
                     return self
             time.sleep(0.05)
+        self.stop()
         raise RuntimeError(f"mediajobs serve did not answer within {timeout}s: {self.log()}")
 
     def log(self) -> str:
