@@ -9,20 +9,17 @@ the node order of the spec and costs nothing measurable per response.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
-from typing import Union
 from xml.sax.saxutils import escape
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from .. import errors
+from ..nodes import Nodes, Value
+
+__all__ = ["Nodes", "Value", "bool_text", "parse", "render", "text"]
 
 DECLARATION = "<?xml version='1.0' encoding='utf-8' ?>\n"
-
-# A node's value: text, nested children, or None for an empty element.
-Value = Union[str, "Nodes", None]
-Nodes = Sequence[tuple[str, Value]]
 
 _ENTITIES = {'"': "&quot;"}
 
