@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +27,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--database-url", help="SQLAlchemy URL of the metadata database (default SQLite in the data dir)."
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, help="Worker processes (default: one per core; 0: none).")
+    p.add_argument("--lease-seconds", type=float, help="Lease of a running job (default 30).")
+    p.add_argument("--job-timeout", type=float, help="Longest run time of a job in seconds (default 3600).")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -62,6 +69,19 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="Do not fsync writes (faster, loses acknowledged writes on power loss).",
     )
+    _add_engine(serve)
+    serve.add_argument("--time-offset", help="UTC offset of job and queue times, as +HHMM (default +0800).")
+    serve.add_argument(
+        "--test-controls",
+        action="store_true",
+        default=None,
+        help="Honour the x-mediajobs-hold header that holds a new job in Running (for tests).",
+    )
+
+    worker = sub.add_parser("worker", help="Run workers only (no API), on the same data dir or database.")
+    _add_common(worker)
+    _add_engine(worker)
+    worker.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
 
     mig = sub.add_parser("migrate", help="Create or upgrade the database schema, then exit.")
     _add_common(mig)
@@ -97,7 +117,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         migrate(make_engine(conf.effective_database_url, fsync=conf.fsync))
         console.print("schema is up to date")
         return 0
+    if ns.command == "worker":
+        return _worker(conf, child=ns.child)
     return _serve(conf)
+
+
+def _worker(conf: settings.Settings, *, child: bool) -> int:
+    import signal
+    import threading
+
+    from .app import run_worker
+    from .jobs.worker import Supervisor, die_with_parent
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if child:
+        die_with_parent()
+    count = settings.effective_workers(conf)
+    if count <= 1 or child:
+        run_worker(conf, stop)
+        return 0
+    sup = Supervisor(count, {**os.environ, **settings.to_env(conf)})
+    sup.start()
+    console.print(f"mediajobs {__version__}: {count} worker processes on {conf.effective_database_url}")
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        sup.stop()
+    return 0
 
 
 def _serve(conf: settings.Settings) -> int:
@@ -119,7 +168,15 @@ def _serve(conf: settings.Settings) -> int:
         console.print(f"credentials ({origin}): SecretId={sid} SecretKey={key}")
     for b in conf.buckets:
         console.print(f"bucket: {b}")
+    workers = settings.effective_workers(conf)
+    console.print(f"workers: {workers}")
     sys.stdout.flush()
+    supervisor = None
+    if workers:
+        from .jobs.worker import Supervisor
+
+        supervisor = Supervisor(workers, {**os.environ, **settings.to_env(conf)})
+        supervisor.start()
     server = uvicorn.Server(
         uvicorn.Config(
             built.api,
@@ -138,7 +195,11 @@ def _serve(conf: settings.Settings) -> int:
             timeout_keep_alive=75,
         )
     )
-    server.run()
+    try:
+        server.run()
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
     return 0
 
 

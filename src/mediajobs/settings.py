@@ -47,6 +47,19 @@ class Settings:
     fsync: bool = _f(True, "fsync object bytes and the database before acknowledging a write.")
     sign_skew: int = _f(900, "Seconds a signature's start time may lie in the future.")
     log_level: str = _f("info", "Log level: debug, info, warning, error.")
+    workers: int = _f(-1, "Worker processes `serve` runs beside the API; -1 means one per CPU core, 0 none.")
+    lease_seconds: float = _f(
+        30.0, "A running job's lease: a job whose worker stops renewing it runs again after this long."
+    )
+    job_timeout: float = _f(
+        3600.0, "Longest run time of any job, in seconds (each Tag may set a lower limit)."
+    )
+    time_offset: str = _f("+0800", "UTC offset of the times in job and queue responses, as +HHMM.")
+    test_controls: bool = _f(
+        False,
+        "Honour the x-mediajobs-hold request header (hold a new job in Running for N seconds), for tests.",
+    )
+    callback_timeout: float = _f(5.0, "Seconds to wait for a callback receiver before retrying later.")
 
     @property
     def sqlite_path(self) -> Path:
@@ -82,6 +95,8 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             raise ValueError(value)
         if kind is int:
             return int(value)
+        if kind is float:
+            return float(value)
         if kind is Path:
             return Path(value)
         if kind == tuple[str, ...]:
@@ -120,3 +135,22 @@ def load(
         if value is not None:
             values[name] = _coerce(name, hints[name], value)
     return Settings(**values)
+
+
+def effective_workers(s: Settings) -> int:
+    return (os.cpu_count() or 1) if s.workers < 0 else s.workers
+
+
+def to_env(s: Settings) -> dict[str, str]:
+    """MEDIAJOBS_* variables that rebuild `s` in a child process."""
+    out = {}
+    for f in dataclasses.fields(Settings):
+        value = getattr(s, f.name)
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, tuple):
+            text = ",".join(value)
+        else:
+            text = str(value)
+        out["MEDIAJOBS_" + f.name.upper()] = text
+    return out

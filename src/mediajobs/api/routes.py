@@ -103,12 +103,15 @@ def _always(_params: Mapping[str, str]) -> bool:
 class CiRoute:
     method: str
     pattern: re.Pattern[str]
+    loose: re.Pattern[str]  # any id in place of the id grammar: used on `.ci.` hosts
     action: str
     needs: Callable[[Mapping[str, str]], bool] = _always
 
 
 def _r(method: str, path: str, action: str, needs: Callable[[Mapping[str, str]], bool] = _always) -> CiRoute:
-    return CiRoute(method, re.compile(f"^{path}$"), action, needs)
+    head, sep, _ = path[1:].partition("/")
+    loose = f"/{head}/[^/]+" if sep else path
+    return CiRoute(method, re.compile(f"^{path}$"), re.compile(f"^{loose}$"), action, needs)
 
 
 CI_ROUTES: tuple[CiRoute, ...] = (
@@ -147,4 +150,10 @@ def ci_action(method: str, path: str, params: Mapping[str, str], *, ci_host: boo
     for route in CI_ROUTES:
         if route.method == method and route.pattern.match(path) and (ci_host or route.needs(params)):
             return route.action
-    return "Unknown" if ci_host else None
+    if ci_host:
+        # On a `.ci.` host nothing is an object: a malformed id is the API's to answer.
+        for route in CI_ROUTES:
+            if route.method == method and route.loose.match(path):
+                return route.action
+        return "Unknown"
+    return None

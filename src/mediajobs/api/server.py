@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from urllib.parse import unquote_plus, unquote_to_bytes
@@ -20,9 +21,11 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from .. import errors
+from ..jobs.model import MEDIA, PIC
+from ..jobs.service import JobService
 from ..settings import Settings
 from ..storage.service import ObjectService
-from . import auth, buckets, objects, routes
+from . import auth, buckets, jobs, objects, routes
 from .wire import WireResponse, empty, xml_response
 
 log = logging.getLogger("mediajobs.api")
@@ -118,11 +121,36 @@ class Credentials:
         return key
 
 
+CiHandler = Callable[["Api", Call], Awaitable[WireResponse]]
+
+CI_HANDLERS: dict[str, CiHandler] = {
+    "CreateMediaJobs": lambda api, call: jobs.create_jobs(api, call, MEDIA),
+    "DescribeMediaJob": lambda api, call: jobs.describe_jobs(api, call, MEDIA),
+    "DescribeMediaJobs": lambda api, call: jobs.list_jobs(api, call, MEDIA),
+    "CancelMediaJob": lambda api, call: jobs.cancel_job(api, call, MEDIA),
+    "CreatePicProcessJobs": lambda api, call: jobs.create_jobs(api, call, PIC),
+    "DescribePicProcessJob": lambda api, call: jobs.describe_jobs(api, call, PIC),
+    "DescribePicProcessJobs": lambda api, call: jobs.list_jobs(api, call, PIC),
+    "CancelPicProcessJob": lambda api, call: jobs.cancel_job(api, call, PIC),
+    "DescribeMediaQueues": jobs.list_queues,
+    "UpdateMediaQueue": jobs.update_queue,
+    "DescribePicProcessQueues": jobs.list_queues,
+    "UpdatePicProcessQueue": jobs.update_queue,
+    "DescribeMediaBuckets": jobs.list_media_buckets,
+}
+# Served without a bucket in the Host (ci.<region>.myqcloud.com, or the bare IP with Python).
+BUCKETLESS = frozenset(("DescribeMediaBuckets",))
+
+
 class Api:
-    def __init__(self, settings: Settings, service: ObjectService, credentials: Credentials) -> None:
+    def __init__(
+        self, settings: Settings, service: ObjectService, credentials: Credentials, job_service: JobService
+    ) -> None:
         self.settings = settings
         self.service = service
         self.credentials = credentials
+        self.jobs = job_service
+        self.tz = jobs.tz_of(settings.time_offset)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -212,11 +240,7 @@ class Api:
         # Checking a signature costs two HMACs and no I/O: no thread hop.
         self.authenticate(call)
         if action is not None:
-            raise errors.NotImplementedByServer(
-                f"The Cloud Infinite API {action} is not available on this server yet."
-                if action != "Unknown"
-                else "No Cloud Infinite API has this method and path."
-            )
+            return await self.ci(call, action)
         if target.service:
             if call.method not in ("GET", "HEAD"):
                 raise errors.MethodNotAllowed()
@@ -228,6 +252,20 @@ class Api:
         if target.key is None:
             return await buckets.dispatch(self, call)
         return await objects.dispatch(self, call)
+
+    async def ci(self, call: Call, action: str) -> WireResponse:
+        handler = CI_HANDLERS.get(action)
+        if handler is None:
+            raise errors.NotImplementedByServer(
+                f"The Cloud Infinite API {action} is not available on this server yet."
+                if action != "Unknown"
+                else "No Cloud Infinite API has this method and path."
+            )
+        if action not in BUCKETLESS:
+            if call.target.bucket is None:
+                raise errors.NoSuchBucket("The request names no bucket: use the bucket's host name.")
+            await anyio.to_thread.run_sync(self.service.require_bucket, call.bucket)
+        return await handler(self, call)
 
     async def health(self, call: Call) -> WireResponse:
         if call.target.health == "readyz":

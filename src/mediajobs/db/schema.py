@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData()
@@ -84,4 +85,93 @@ blob_gc = Table(
     "blob_gc",
     metadata,
     Column("blob", String(64), primary_key=True),
+)
+
+# ---- jobs ------------------------------------------------------------------------------
+
+# Media and picture queues. Every bucket gets one default queue of each category, with an
+# id derived from the bucket name so every API node agrees on it without coordination.
+queues = Table(
+    "queues",
+    metadata,
+    Column("queue_id", String(40), primary_key=True),
+    Column("bucket", String(64), nullable=False),
+    Column("category", String(32), nullable=False),  # Transcoding | PicProcessing
+    Column("name", String(128), nullable=False),
+    Column("state", String(16), nullable=False),  # Active | Paused
+    Column("notify", Text, nullable=False),  # JSON of NotifyConfig
+    Column("max_size", Integer, nullable=False),
+    Column("max_concurrent", Integer, nullable=False),
+    Column("create_time", Float, nullable=False),
+    Column("update_time", Float, nullable=False),
+    Index("ix_queues_bucket", "bucket", "category"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    # Submission order: breaks ties of jobs created in the same second, orders the claim,
+    # and is half of every NextToken.
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("job_id", String(40), nullable=False, unique=True),
+    Column("kind", String(8), nullable=False),  # media | pic
+    Column("bucket", String(64), nullable=False),
+    Column("region", String(64), nullable=False),
+    Column("queue_id", String(40), nullable=False),
+    Column("tag", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("job_level", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    Column("input_object", Text, nullable=False),
+    Column("workflow_id", String(40)),
+    Column("inventory_job_id", String(40)),
+    # JSON node trees: the Operation as sent (echoed back) and the result nodes added to it.
+    Column("operation", Text, nullable=False),
+    Column("result", Text),
+    Column("code", String(64), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("progress", Integer),
+    Column("callback", Text),  # JSON: CallBack, CallBackFormat, CallBackType, ...
+    Column("hold", Float),  # testing control: seconds to stay Running before the work
+    Column("lease_owner", String(64)),
+    Column("lease_until", Float),
+    Column("attempts", Integer, nullable=False),
+    # The claim reads the best waiting job straight off this partial index.
+    Index(
+        "ix_jobs_claim",
+        text("job_level DESC"),
+        "seq",
+        sqlite_where=text("state = 'Submitted'"),
+        postgresql_where=text("state = 'Submitted'"),
+    ),
+    Index("ix_jobs_lease", "state", "lease_until"),
+    Index("ix_jobs_list_tag", "bucket", "kind", "tag", "created_at", "seq"),
+    Index("ix_jobs_list_queue", "bucket", "kind", "queue_id", "created_at", "seq"),
+    Index("ix_jobs_queue_state", "queue_id", "state"),
+)
+
+# Callback deliveries waiting to be made: written in the same transaction that ends the job,
+# so a notification is never lost to a crash, and retried with back-off until delivered.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("job_id", String(40), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("content_type", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt", Float, nullable=False),
+    Column("last_error", Text),
+    Index("ix_outbox_due", "next_attempt"),
+)
+
+# Server-wide values shared by every node (e.g. the key that signs NextTokens).
+kv = Table(
+    "kv",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
 )

@@ -1,0 +1,1 @@
+"""The durable job engine: model, store, service, worker."""

@@ -1,0 +1,486 @@
+"""JobStore on SQLAlchemy Core: the same statements on SQLite (WAL) and PostgreSQL.
+
+Every state change is one conditional UPDATE whose WHERE clause names the state it leaves
+(and, for a worker, the lease it holds), so two writers can never both win. The only
+database-specific piece is the claim's row lock: `FOR UPDATE SKIP LOCKED` on PostgreSQL,
+the database write lock (BEGIN IMMEDIATE) on SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, insert, literal_column, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+
+from ..db.schema import jobs, kv, outbox, queues
+from .model import CATEGORY, Job, NewJob, Queue, State, as_nodes, default_queue_id
+
+DEFAULT_NOTIFY = {"Type": "Url", "Url": "", "Event": "TaskFinish", "State": "Off", "ResultFormat": "XML"}
+QUEUE_NAMES = {"Transcoding": "queue-1", "PicProcessing": "queue-pic-process-1"}
+MAX_ATTEMPTS = 3
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _job(row: Any) -> Job:
+    return Job(
+        seq=row.seq,
+        job_id=row.job_id,
+        kind=row.kind,
+        bucket=row.bucket,
+        region=row.region,
+        queue_id=row.queue_id,
+        tag=row.tag,
+        state=row.state,
+        job_level=row.job_level,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        input_object=row.input_object,
+        operation=as_nodes(json.loads(row.operation)),
+        result=as_nodes(json.loads(row.result)) if row.result else None,
+        code=row.code,
+        message=row.message,
+        progress=row.progress,
+        callback=json.loads(row.callback) if row.callback else {},
+        hold=row.hold,
+        lease_owner=row.lease_owner,
+        lease_until=row.lease_until,
+        attempts=row.attempts,
+        workflow_id=row.workflow_id,
+        inventory_job_id=row.inventory_job_id,
+    )
+
+
+def _queue(row: Any) -> Queue:
+    return Queue(
+        queue_id=row.queue_id,
+        bucket=row.bucket,
+        category=row.category,
+        name=row.name,
+        state=row.state,
+        notify=json.loads(row.notify),
+        max_size=row.max_size,
+        max_concurrent=row.max_concurrent,
+        create_time=row.create_time,
+        update_time=row.update_time,
+    )
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    bucket: str
+    kind: str
+    tag: str
+    queue_id: str = ""
+    states: tuple[str, ...] = ()
+    start: float | None = None
+    end: float | None = None
+    workflow_id: str = ""
+    inventory_job_id: str = ""
+    input_object: str = ""
+    ascending: bool = False
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    job_id: str
+    url: str
+    content_type: str
+    attempts: int
+
+
+class JobStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        self._known_buckets: set[str] = set()
+
+    def _write(self) -> Connection:
+        return self.engine.connect().execution_options(write=True)
+
+    def _insert_ignore(self, table: Any) -> Any:
+        return (pg_insert if self.postgres else sqlite_insert)(table)
+
+    # ---- shared values -------------------------------------------------------------------
+
+    def kv_get_or_set(self, name: str, make: str) -> str:
+        with self._write() as conn, conn.begin():
+            conn.execute(self._insert_ignore(kv).values(name=name, value=make).on_conflict_do_nothing())
+            return str(conn.execute(select(kv.c.value).where(kv.c.name == name)).scalar_one())
+
+    # ---- queues ---------------------------------------------------------------------------
+
+    def ensure_queues(self, bucket: str) -> None:
+        """Create the bucket's default media and picture queues if they do not exist yet."""
+        if bucket in self._known_buckets:
+            return
+        now = time.time()
+        with self._write() as conn, conn.begin():
+            for category in CATEGORY.values():
+                conn.execute(
+                    self._insert_ignore(queues)
+                    .values(
+                        queue_id=default_queue_id(bucket, category),
+                        bucket=bucket,
+                        category=category,
+                        name=QUEUE_NAMES[category],
+                        state="Active",
+                        notify=_dumps(DEFAULT_NOTIFY),
+                        max_size=10000,
+                        max_concurrent=10,
+                        create_time=now,
+                        update_time=now,
+                    )
+                    .on_conflict_do_nothing()
+                )
+        self._known_buckets.add(bucket)
+
+    def get_queue(self, queue_id: str) -> Queue | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(queues).where(queues.c.queue_id == queue_id)).first()
+        return _queue(row) if row else None
+
+    def list_queues(self, bucket: str, categories: Sequence[str]) -> list[Queue]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(queues)
+                .where(queues.c.bucket == bucket, queues.c.category.in_(list(categories)))
+                .order_by(queues.c.create_time, queues.c.queue_id)
+            ).all()
+        return [_queue(r) for r in rows]
+
+    def update_queue(
+        self, queue_id: str, *, name: str, state: str, notify: dict[str, str] | None
+    ) -> Queue | None:
+        """Rename, pause or resume a queue; its waiting jobs change state in the same transaction,
+        so no worker can start one of them after a pause was acknowledged."""
+        with self._write() as conn, conn.begin():
+            row = conn.execute(select(queues).where(queues.c.queue_id == queue_id)).first()
+            if row is None:
+                return None
+            values: dict[str, Any] = {"name": name, "state": state, "update_time": time.time()}
+            if notify is not None:
+                values["notify"] = _dumps(notify)
+            conn.execute(update(queues).where(queues.c.queue_id == queue_id).values(**values))
+            if state != row.state:
+                src, dst = (
+                    (State.SUBMITTED, State.PAUSE) if state == "Paused" else (State.PAUSE, State.SUBMITTED)
+                )
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.queue_id == queue_id, jobs.c.state == src.value)
+                    .values(state=dst.value)
+                )
+            row = conn.execute(select(queues).where(queues.c.queue_id == queue_id)).first()
+        return _queue(row)
+
+    # ---- jobs: the API side ------------------------------------------------------------------
+
+    def create(self, new: Sequence[NewJob]) -> list[Job]:
+        """Insert jobs atomically; a job in a paused queue starts in Pause."""
+        with self._write() as conn, conn.begin():
+            out = []
+            paused = {
+                r.queue_id
+                for r in conn.execute(
+                    select(queues.c.queue_id).where(
+                        queues.c.queue_id.in_({n.queue_id for n in new}), queues.c.state == "Paused"
+                    )
+                )
+            }
+            for n in new:
+                n = n.with_time()
+                state = State.PAUSE if n.queue_id in paused else State.SUBMITTED
+                seq = conn.execute(
+                    insert(jobs)
+                    .values(
+                        job_id=n.job_id,
+                        kind=n.kind,
+                        bucket=n.bucket,
+                        region=n.region,
+                        queue_id=n.queue_id,
+                        tag=n.tag,
+                        state=state.value,
+                        job_level=n.job_level,
+                        created_at=n.created_at,
+                        input_object=n.input_object,
+                        operation=_dumps(n.operation),
+                        code="Success",
+                        message="",
+                        callback=_dumps(n.callback),
+                        hold=n.hold,
+                        attempts=0,
+                    )
+                    .returning(jobs.c.seq)
+                ).scalar_one()
+                out.append(_job(conn.execute(select(jobs).where(jobs.c.seq == seq)).one()))
+        return out
+
+    def get_many(self, bucket: str, kind: str, ids: Iterable[str]) -> dict[str, Job]:
+        wanted = list(ids)
+        if not wanted:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs).where(jobs.c.job_id.in_(wanted), jobs.c.bucket == bucket, jobs.c.kind == kind)
+            ).all()
+        return {r.job_id: _job(r) for r in rows}
+
+    def get(self, job_id: str) -> Job | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).first()
+        return _job(row) if row else None
+
+    def list_page(self, f: ListFilter, after: tuple[float, int] | None, size: int) -> list[Job]:
+        """Up to `size` jobs after the (created_at, seq) cursor, in the filter's order."""
+        q = select(jobs).where(jobs.c.bucket == f.bucket, jobs.c.kind == f.kind, jobs.c.tag == f.tag)
+        if f.queue_id:
+            q = q.where(jobs.c.queue_id == f.queue_id)
+        if f.states:
+            q = q.where(jobs.c.state.in_(list(f.states)))
+        if f.start is not None:
+            q = q.where(jobs.c.created_at >= f.start)
+        if f.end is not None:
+            q = q.where(jobs.c.created_at < f.end + 1)  # inclusive to the whole second
+        if f.workflow_id:
+            q = q.where(jobs.c.workflow_id == f.workflow_id)
+        if f.inventory_job_id:
+            q = q.where(jobs.c.inventory_job_id == f.inventory_job_id)
+        if f.input_object:
+            q = q.where(jobs.c.input_object == f.input_object)
+        if after is not None:
+            t, seq = after
+            if f.ascending:
+                q = q.where(or_(jobs.c.created_at > t, and_(jobs.c.created_at == t, jobs.c.seq > seq)))
+            else:
+                q = q.where(or_(jobs.c.created_at < t, and_(jobs.c.created_at == t, jobs.c.seq < seq)))
+        if f.ascending:
+            q = q.order_by(jobs.c.created_at, jobs.c.seq)
+        else:
+            q = q.order_by(jobs.c.created_at.desc(), jobs.c.seq.desc())
+        with self.engine.connect() as conn:
+            return [_job(r) for r in conn.execute(q.limit(size))]
+
+    def cancel(self, job_id: str) -> tuple[str, Job] | None:
+        """Cancel a waiting or running job. Returns (state it had, job now), None if unknown."""
+        now = time.time()
+        with self._write() as conn, conn.begin():
+            row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).first()
+            if row is None:
+                return None
+            before = row.state
+            if before in (State.SUBMITTED, State.PAUSE, State.RUNNING):
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.job_id == job_id, jobs.c.state == before)
+                    .values(state=State.CANCEL.value, ended_at=now, lease_owner=None, lease_until=None)
+                )
+                self._enqueue_callback(conn, row.job_id, row.queue_id, json.loads(row.callback or "{}"))
+                row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).first()
+        return before, _job(row)
+
+    # ---- jobs: the worker side ---------------------------------------------------------------
+
+    def claim(self, owner: str, lease: float, kinds: Sequence[str] | None = None) -> Job | None:
+        """Take the best waiting job: highest JobLevel, then oldest. One statement."""
+        now = time.time()
+        # A literal 'Submitted' (not a bound parameter) lets SQLite use the partial index.
+        pick = select(jobs.c.seq).where(jobs.c.state == literal_column("'Submitted'"))
+        if kinds:
+            pick = pick.where(jobs.c.kind.in_(list(kinds)))
+        pick = pick.order_by(jobs.c.job_level.desc(), jobs.c.seq).limit(1)
+        if self.postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        stmt = (
+            update(jobs)
+            .where(jobs.c.seq == pick.scalar_subquery(), jobs.c.state == State.SUBMITTED.value)
+            .values(
+                state=State.RUNNING.value,
+                lease_owner=owner,
+                lease_until=now + lease,
+                started_at=func.coalesce(jobs.c.started_at, now),
+                attempts=jobs.c.attempts + 1,
+                progress=0,
+            )
+            .returning(*jobs.c)
+        )
+        with self._write() as conn, conn.begin():
+            row = conn.execute(stmt).first()
+        return _job(row) if row else None
+
+    def heartbeat(self, job_id: str, owner: str, lease: float) -> bool:
+        """Extend the lease; False when the job is no longer ours to run (cancelled, or taken)."""
+        with self._write() as conn, conn.begin():
+            n = conn.execute(
+                update(jobs)
+                .where(
+                    jobs.c.job_id == job_id, jobs.c.state == State.RUNNING.value, jobs.c.lease_owner == owner
+                )
+                .values(lease_until=time.time() + lease)
+            ).rowcount
+        return bool(n)
+
+    def still_mine(self, job_id: str, owner: str) -> bool:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(jobs.c.state, jobs.c.lease_owner).where(jobs.c.job_id == job_id)
+            ).first()
+        return row is not None and row.state == State.RUNNING and row.lease_owner == owner
+
+    def set_progress(self, job_id: str, owner: str, progress: int) -> None:
+        with self._write() as conn, conn.begin():
+            conn.execute(
+                update(jobs)
+                .where(
+                    jobs.c.job_id == job_id,
+                    jobs.c.state == State.RUNNING.value,
+                    jobs.c.lease_owner == owner,
+                    or_(jobs.c.progress.is_(None), jobs.c.progress < progress),
+                )
+                .values(progress=progress)
+            )
+
+    def finish(
+        self,
+        job_id: str,
+        owner: str,
+        state: State,
+        *,
+        code: str = "Success",
+        message: str = "",
+        result: Any = None,
+    ) -> bool:
+        """End a running job we hold. False (nothing written) when the lease was lost."""
+        now = time.time()
+        with self._write() as conn, conn.begin():
+            row = conn.execute(
+                update(jobs)
+                .where(
+                    jobs.c.job_id == job_id, jobs.c.state == State.RUNNING.value, jobs.c.lease_owner == owner
+                )
+                .values(
+                    state=state.value,
+                    code=code,
+                    message=message,
+                    result=_dumps(result) if result is not None else None,
+                    ended_at=now,
+                    progress=100 if state == State.SUCCESS else jobs.c.progress,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+                .returning(jobs.c.queue_id, jobs.c.callback)
+            ).first()
+            if row is None:
+                return False
+            self._enqueue_callback(conn, job_id, row.queue_id, json.loads(row.callback or "{}"))
+        return True
+
+    def recover_expired(self) -> int:
+        """Jobs whose worker died: back to Submitted, or Failed after MAX_ATTEMPTS tries."""
+        now = time.time()
+        with self._write() as conn, conn.begin():
+            failed = conn.execute(
+                update(jobs)
+                .where(
+                    jobs.c.state == State.RUNNING.value,
+                    jobs.c.lease_until < now,
+                    jobs.c.attempts >= MAX_ATTEMPTS,
+                )
+                .values(
+                    state=State.FAILED.value,
+                    code="InternalError",
+                    message=f"The job's worker stopped {MAX_ATTEMPTS} times while running it.",
+                    ended_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+                .returning(jobs.c.job_id, jobs.c.queue_id, jobs.c.callback)
+            ).all()
+            for r in failed:
+                self._enqueue_callback(conn, r.job_id, r.queue_id, json.loads(r.callback or "{}"))
+            n = conn.execute(
+                update(jobs)
+                .where(jobs.c.state == State.RUNNING.value, jobs.c.lease_until < now)
+                .values(state=State.SUBMITTED.value, lease_owner=None, lease_until=None, progress=None)
+            ).rowcount
+        return int(n) + len(failed)
+
+    # ---- callbacks -------------------------------------------------------------------------
+
+    def _enqueue_callback(self, conn: Connection, job_id: str, queue_id: str, cb: dict[str, str]) -> None:
+        url = cb.get("CallBack", "")
+        fmt = cb.get("CallBackFormat", "")
+        if url == "no":
+            return
+        if not url:
+            q = conn.execute(select(queues.c.notify).where(queues.c.queue_id == queue_id)).first()
+            notify = json.loads(q.notify) if q else {}
+            events = [e.strip() for e in notify.get("Event", "").split(",")]
+            if (
+                notify.get("State") != "On"
+                or notify.get("Type", "Url") != "Url"
+                or "TaskFinish" not in events
+            ):
+                return
+            url = notify.get("Url", "")
+            fmt = fmt or notify.get("ResultFormat", "")
+        if not url or cb.get("CallBackType", "Url") not in ("", "Url"):
+            return
+        ctype = "application/json" if fmt.upper() == "JSON" else "application/xml"
+        conn.execute(
+            insert(outbox).values(
+                job_id=job_id, url=url, content_type=ctype, body="", attempts=0, next_attempt=time.time()
+            )
+        )
+
+    def take_due_deliveries(self, limit: int, hold_for: float) -> list[Delivery]:
+        """Deliveries due now, each pushed `hold_for` seconds into the future so that no other
+        deliverer takes it while this one tries."""
+        now = time.time()
+        with self._write() as conn, conn.begin():
+            rows = conn.execute(
+                select(outbox)
+                .where(outbox.c.next_attempt <= now)
+                .order_by(outbox.c.next_attempt)
+                .limit(limit)
+            ).all()
+            taken = []
+            for r in rows:
+                n = conn.execute(
+                    update(outbox)
+                    .where(outbox.c.id == r.id, outbox.c.next_attempt == r.next_attempt)
+                    .values(next_attempt=now + hold_for)
+                ).rowcount
+                if n:
+                    taken.append(Delivery(r.id, r.job_id, r.url, r.content_type, r.attempts))
+        return taken
+
+    def delivered(self, delivery_id: int) -> None:
+        with self._write() as conn, conn.begin():
+            conn.execute(outbox.delete().where(outbox.c.id == delivery_id))
+
+    def retry_later(self, delivery_id: int, when: float, error: str, give_up: bool) -> None:
+        with self._write() as conn, conn.begin():
+            if give_up:
+                conn.execute(outbox.delete().where(outbox.c.id == delivery_id))
+            else:
+                conn.execute(
+                    update(outbox)
+                    .where(outbox.c.id == delivery_id)
+                    .values(attempts=outbox.c.attempts + 1, next_attempt=when, last_error=error[:500])
+                )
+
+    def pending_deliveries(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(outbox)).scalar_one())

@@ -1,0 +1,222 @@
+"""The worker: claim, run, heartbeat, finish; and the supervisor that keeps worker processes alive.
+
+One worker process runs one job at a time in its main thread. A watcher thread renews the
+lease, notices a cancel (woken by the API through the wake socket) and enforces the run-time
+limit; when a processor will not stop, the watcher ends the whole process and the
+supervisor starts a fresh one, so a stuck job can never hold a worker forever.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..processors import REGISTRY
+from ..processors.base import Cancelled, JobContext, JobFailed
+from ..storage.service import ObjectService
+from .model import Job, State
+from .store import JobStore
+from .wake import Listener
+
+log = logging.getLogger("mediajobs.worker")
+
+GRACE_SECONDS = 5.0
+
+
+class Worker:
+    def __init__(
+        self,
+        store: JobStore,
+        objects: ObjectService,
+        *,
+        lease: float,
+        job_timeout: float,
+        listener: Listener | None,
+        on_finish: Callable[[], None] = lambda: None,
+        idle_poll: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.objects = objects
+        self.lease = lease
+        self.job_timeout = job_timeout
+        self.listener = listener
+        self.on_finish = on_finish
+        self.idle_poll = idle_poll
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.kinds = sorted({p.kind for p in REGISTRY.values()})
+        self._last_recover = 0.0
+
+    def run_forever(self, stop: threading.Event) -> None:
+        log.info("worker %s ready for %s", self.owner, ", ".join(sorted(REGISTRY)))
+        while not stop.is_set():
+            try:
+                self.step(stop)
+            except Exception:
+                log.exception("worker loop failed; retrying")
+                stop.wait(1.0)
+
+    def step(self, stop: threading.Event) -> bool:
+        """Claim and run one job; wait for a wake-up when there is none. True if a job ran."""
+        now = time.monotonic()
+        if now - self._last_recover > min(5.0, self.lease / 4):
+            self._last_recover = now
+            if self.store.recover_expired():
+                log.warning("returned jobs of dead workers to their queues")
+        job = self.store.claim(self.owner, self.lease, self.kinds)
+        if job is None:
+            if self.listener is not None:
+                self.listener.wait(self.idle_poll)
+            else:
+                stop.wait(self.idle_poll)
+            return False
+        self.run_job(job)
+        return True
+
+    def run_job(self, job: Job) -> None:
+        proc = REGISTRY.get(job.tag)
+        limit = min(proc.time_limit if proc else self.job_timeout, self.job_timeout) + (job.hold or 0)
+        ctx = JobContext(
+            job=job,
+            objects=self.objects,
+            deadline=time.time() + limit,
+            on_progress=lambda pct: self.store.set_progress(job.job_id, self.owner, pct),
+        )
+        done = threading.Event()
+        watcher = threading.Thread(target=self._watch, args=(job, ctx, done), daemon=True, name="job-watcher")
+        watcher.start()
+        try:
+            if proc is None:
+                raise JobFailed("InternalError", f"No processor for Tag {job.tag} on this worker.")
+            if job.hold:
+                # Testing control: stay Running for `hold` seconds (a cancel ends it at once).
+                ctx.cancelled.wait(job.hold)
+            ctx.check()
+            result = proc.run(ctx)
+            ctx.check()
+            outcome: tuple[State, str, str, Any] = (State.SUCCESS, "Success", "", result)
+        except Cancelled:
+            log.info("job %s stopped: cancelled or no longer ours", job.job_id)
+            outcome = (State.CANCEL, "", "", None)
+        except JobFailed as exc:
+            outcome = (State.FAILED, exc.code, exc.message, None)
+        except Exception:
+            log.exception("job %s failed unexpectedly", job.job_id)
+            outcome = (State.FAILED, "InternalError", "Unexpected error while running the job.", None)
+        finally:
+            done.set()
+        state, code, message, result = outcome
+        if state != State.CANCEL:
+            if self.store.finish(job.job_id, self.owner, state, code=code, message=message, result=result):
+                self.on_finish()
+            else:
+                log.info("job %s: result dropped, the job was cancelled or taken over", job.job_id)
+        watcher.join()
+
+    def _watch(self, job: Job, ctx: JobContext, done: threading.Event) -> None:
+        next_beat = time.monotonic() + self.lease / 3
+        while not done.is_set():
+            if self.listener is not None:
+                self.listener.wait(0.25)
+            else:
+                done.wait(0.25)
+            if done.is_set():
+                return
+            try:
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.lease / 3
+                    mine = self.store.heartbeat(job.job_id, self.owner, self.lease)
+                else:
+                    mine = self.store.still_mine(job.job_id, self.owner)
+            except Exception:
+                log.exception("heartbeat of job %s failed", job.job_id)
+                continue
+            if not mine:
+                ctx.cancelled.set()
+                return
+            if time.time() > ctx.deadline:
+                log.warning("job %s exceeded its run time", job.job_id)
+                self.store.finish(
+                    job.job_id, self.owner, State.FAILED, code="JobTimeout",
+                    message="The job exceeded its maximum run time.",
+                )  # fmt: skip
+                self.on_finish()
+                ctx.cancelled.set()
+                if not done.wait(GRACE_SECONDS):
+                    log.error("job %s does not stop; restarting this worker process", job.job_id)
+                    os._exit(3)
+                return
+
+
+# ---- processes -------------------------------------------------------------------------------
+
+
+def die_with_parent() -> None:
+    """A worker started by `serve` must not outlive it (kill -9 of serve included)."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    if os.getppid() != parent:
+        os._exit(0)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+class Supervisor:
+    """Keeps `count` worker processes running; restarts any that exit."""
+
+    def __init__(self, count: int, env: dict[str, str]) -> None:
+        self.count = count
+        self.env = env
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mediajobs", "worker", "--workers", "1", "--child"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def start(self) -> None:
+        self.procs = [self._spawn() for _ in range(self.count)]
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="supervisor")
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            for i, p in enumerate(self.procs):
+                if p.poll() is not None and not self._stop.is_set():
+                    log.warning("worker process %s exited with %s; starting another", p.pid, p.returncode)
+                    self.procs[i] = self._spawn()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        deadline = time.monotonic() + 10
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()

@@ -1,0 +1,92 @@
+"""What a processor is: a validator for its Tag's Operation nodes and a run function.
+
+A processor turns one job into outputs and result nodes. It never touches the job store:
+the worker hands it a JobContext and records whatever it returns or raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+from ..jobs.model import Job
+from ..nodes import Nodes
+from ..storage.service import ObjectService
+
+
+class JobFailed(Exception):
+    """A job ended in Failed with this Code and Message (protocol.md 4.3)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Cancelled(Exception):
+    """The job was cancelled (or its lease lost) while it ran: stop, write nothing."""
+
+
+class InvalidOperation(ValueError):
+    """The request's Operation nodes are wrong for this Tag (becomes 400 InvalidArgument)."""
+
+
+@dataclass
+class Submission:
+    """What a validator may look at besides its Operation element."""
+
+    bucket: str
+    input_object: str
+    operation: ET.Element | None
+
+
+@dataclass
+class JobContext:
+    job: Job
+    objects: ObjectService
+    deadline: float
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    on_progress: Callable[[int], None] = lambda _p: None
+
+    def check(self) -> None:
+        """Call between steps: raises if the job was cancelled or ran out of time."""
+        if self.cancelled.is_set():
+            raise Cancelled()
+        if time.time() > self.deadline:
+            raise JobFailed("JobTimeout", "The job exceeded its maximum run time.")
+
+    def progress(self, pct: int) -> None:
+        self.on_progress(max(0, min(99, pct)))
+
+    @contextlib.contextmanager
+    def input_file(self, key: str | None = None) -> Iterator[Path]:
+        """A local path holding the bytes of the input object (or `key`), for reading only."""
+        key = key if key is not None else self.job.input_object
+        try:
+            meta = self.objects.head(self.job.bucket, key)
+        except Exception as exc:  # NoSuchKey, NoSuchBucket
+            raise JobFailed("InputFileNotExist", f"The input object {key!r} does not exist.") from exc
+        local = getattr(self.objects.blobs, "path", None)
+        if local is None:  # pragma: no cover - remote blob stores arrive with scale-out
+            raise JobFailed("InternalError", "This blob store cannot hand out local files.")
+        yield Path(local(meta.blob))
+
+
+class Processor(Protocol):
+    tag: ClassVar[str]
+    kind: ClassVar[str]  # "media" or "pic"
+    time_limit: ClassVar[float]  # seconds a job of this Tag may run
+
+    def validate(self, sub: Submission) -> None:
+        """Raise InvalidOperation naming the node when the Operation cannot run."""
+        ...
+
+    def run(self, ctx: JobContext) -> Nodes:
+        """Do the work; return the result nodes added to the job's Operation."""
+        ...
