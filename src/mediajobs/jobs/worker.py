@@ -160,9 +160,16 @@ class Worker:
 # ---- processes -------------------------------------------------------------------------------
 
 
+PARENT_ENV = "MEDIAJOBS_SUPERVISOR_PID"
+
+
 def die_with_parent() -> None:
-    """A worker started by `serve` must not outlive it (kill -9 of serve included)."""
-    parent = os.getppid()
+    """A worker started by `serve` must not outlive it (kill -9 of serve included).
+
+    The supervisor's pid comes in the environment: a parent that died before this process got
+    here is noticed at once instead of mistaking init for the parent.
+    """
+    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -193,7 +200,7 @@ class Supervisor:
     def _spawn(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-m", "mediajobs", "worker", "--workers", "1", "--child"],
-            env=self.env,
+            env={**self.env, PARENT_ENV: str(os.getpid())},
             stdin=subprocess.DEVNULL,
         )
 
