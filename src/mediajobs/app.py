@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
-import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from .api.routes import check_bucket_name
 from .api.server import Api, Credentials
-from .db.engine import make_engine, migrate
+from .core import build_core
 from .jobs.service import JobService
-from .jobs.store import JobStore
-from .jobs.wake import Waker
 from .settings import Settings
-from .storage.local import LocalBlobStore
 from .storage.service import ObjectService
 
 log = logging.getLogger("mediajobs")
@@ -29,57 +23,6 @@ class Built:
     service: ObjectService
     credentials: dict[str, str]  # pairs to show the operator
     generated: bool
-
-
-@dataclass(frozen=True)
-class Core:
-    """What API nodes and workers share: the database, the blobs, the job store, the wake-up."""
-
-    settings: Settings
-    objects: ObjectService
-    store: JobStore
-    waker: Waker
-
-
-def wake_dir(settings: Settings) -> Path:
-    path = settings.data_dir.resolve() / "wake"
-    if len(str(path)) > 80:
-        # UNIX socket paths are limited to ~107 bytes; keep ours well inside it.
-        digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
-        path = Path(tempfile.gettempdir()) / f"mediajobs-wake-{digest}"
-    return path
-
-
-def build_core(settings: Settings, *, migrate_schema: bool = True) -> Core:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.effective_database_url, fsync=settings.fsync)
-    if migrate_schema:
-        migrate(engine)
-    blobs = LocalBlobStore(settings.data_dir, fsync=settings.fsync)
-    return Core(settings, ObjectService(engine, blobs), JobStore(engine), Waker(wake_dir(settings)))
-
-
-def run_worker(settings: Settings, stop: threading.Event) -> None:
-    """One worker loop plus a callback deliverer, until `stop` is set."""
-    from .api.jobs import tz_of
-    from .callbacks.deliver import Deliverer
-    from .jobs.worker import Worker
-
-    core = build_core(settings, migrate_schema=False)
-    deliverer = Deliverer(core.store, tz_of(settings.time_offset), settings.callback_timeout)
-    threading.Thread(target=deliverer.run_forever, args=(stop,), daemon=True, name="callbacks").start()
-    listener = core.waker.listener()
-    try:
-        Worker(
-            core.store,
-            core.objects,
-            lease=settings.lease_seconds,
-            job_timeout=settings.job_timeout,
-            listener=listener,
-            on_finish=deliverer.wake.set,
-        ).run_forever(stop)
-    finally:
-        listener.close()
 
 
 def read_credentials_file(path: str) -> dict[str, str]:

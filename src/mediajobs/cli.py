@@ -126,7 +126,7 @@ def _worker(conf: settings.Settings, *, child: bool) -> int:
     import signal
     import threading
 
-    from .app import run_worker
+    from .core import run_worker
     from .jobs.worker import Supervisor, die_with_parent
 
     stop = threading.Event()

@@ -9,6 +9,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Union
+from xml.sax.saxutils import escape
 
 Value = Union[str, "Nodes", None]
 Nodes = Sequence[tuple[str, Value]]
+
+
+XML_DECLARATION = "<?xml version='1.0' encoding='utf-8' ?>\n"
+_ENTITIES = {'"': "&quot;"}
+
+
+def _render(nodes: Nodes, out: list[str]) -> None:
+    for name, value in nodes:
+        if value is None:
+            out.append(f"<{name}/>")
+        elif isinstance(value, str):
+            out.append(f"<{name}>{escape(value, _ENTITIES)}</{name}>")
+        else:
+            out.append(f"<{name}>")
+            _render(value, out)
+            out.append(f"</{name}>")
+
+
+def render_xml(root: str, nodes: Nodes) -> bytes:
+    """The XML document `<root>nodes</root>`, in node order, with the declaration COS sends."""
+    out = [XML_DECLARATION, f"<{root}>"]
+    _render(nodes, out)
+    out.append(f"</{root}>")
+    return "".join(out).encode()

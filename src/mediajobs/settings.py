@@ -44,10 +44,16 @@ class Settings:
     tls_key: str = _f("", "PEM private key file for tls_cert.")
     max_object_size: int = _f(5 * 1024**3, "Largest body of a single PUT Object or Upload Part, in bytes.")
     max_xml_size: int = _f(1024 * 1024, "Largest XML request body, in bytes.")
+    inline_max: int = _f(
+        64 * 1024, "Objects up to this size are kept in the database row instead of a file (0: never)."
+    )
     fsync: bool = _f(True, "fsync object bytes and the database before acknowledging a write.")
     sign_skew: int = _f(900, "Seconds a signature's start time may lie in the future.")
     log_level: str = _f("info", "Log level: debug, info, warning, error.")
-    workers: int = _f(-1, "Worker processes `serve` runs beside the API; -1 means one per CPU core, 0 none.")
+    workers: int = _f(
+        -1,
+        "Worker processes `serve` runs beside the API; -1: one per CPU core but one (at least 1); 0: none.",
+    )
     lease_seconds: float = _f(
         30.0, "A running job's lease: a job whose worker stops renewing it runs again after this long."
     )
@@ -138,7 +144,8 @@ def load(
 
 
 def effective_workers(s: Settings) -> int:
-    return (os.cpu_count() or 1) if s.workers < 0 else s.workers
+    # One core stays with the API process, which parses, signs and streams every request.
+    return max(1, (os.cpu_count() or 1) - 1) if s.workers < 0 else s.workers
 
 
 def to_env(s: Settings) -> dict[str, str]:

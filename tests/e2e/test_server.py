@@ -130,7 +130,9 @@ def test_crash_mid_upload_keeps_the_previous_version(tmp_path: Path) -> None:
     data_dir = tmp_path / "d"
     with running_server(data_dir) as srv:
         c = srv.client()
-        c.put_object(Bucket=srv.bucket, Key="video.mp4", Body=b"version one")
+        v1 = os.urandom(100_000)  # above the inline limit: a file-backed object
+        c.put_object(Bucket=srv.bucket, Key="video.mp4", Body=v1)
+        c.put_object(Bucket=srv.bucket, Key="small.txt", Body=b"kept in its row")
         # Start an overwrite that sends half its body, then kill the server hard.
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
         hs = {"Host": bucket_host(srv), "Content-Length": str(8 * 1024 * 1024)}
@@ -150,10 +152,10 @@ def test_crash_mid_upload_keeps_the_previous_version(tmp_path: Path) -> None:
         s.close()
         srv.start()
         got = c.get_object(Bucket=srv.bucket, Key="video.mp4")
-        assert got["Body"].get_raw_stream().read() == b"version one"
-        assert [o["Key"] for o in c.list_objects(Bucket=srv.bucket)["Contents"]] == ["video.mp4"]
+        assert got["Body"].get_raw_stream().read() == v1
+        assert [o["Key"] for o in c.list_objects(Bucket=srv.bucket)["Contents"]] == ["small.txt", "video.mp4"]
         blobs = [p for p in (data_dir / "blobs").rglob("*") if p.is_file()]
-        assert len(blobs) == 1  # the half-written upload never became a blob
+        assert len(blobs) == 1  # version one; the half-written upload never became a blob
 
 
 def test_chunked_upload_without_content_length(server: ServerProcess, cos: CosS3Client) -> None:

@@ -165,3 +165,12 @@ def test_delimiter_listing_seeks_the_index_instead_of_scanning(svc: ObjectServic
                 str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
             )
             assert "SEARCH objects USING" in plan and "SCAN" not in plan, plan
+
+
+def test_head_revision_constant_matches_alembic() -> None:
+    from alembic.script import ScriptDirectory
+
+    from mediajobs.db.engine import alembic_config
+    from mediajobs.db.schema import HEAD_REVISION
+
+    assert ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() == HEAD_REVISION

@@ -166,6 +166,20 @@ async def read_small(call: Call, limit: int) -> bytes:
     return body
 
 
+async def read_exact(call: Call, length: int) -> bytes:
+    """A body of a known, small length, read whole."""
+    chunks = []
+    total = 0
+    async for chunk in call.request.stream():
+        total += len(chunk)
+        if total > length:
+            raise errors.InvalidArgument("The body is longer than its Content-Length.")
+        chunks.append(chunk)
+    if total != length:
+        raise errors.IncompleteBody()
+    return b"".join(chunks)
+
+
 async def receive_blob(api: Api, call: Call, then: Callable[[BlobInfo], T]) -> T:
     """Stream the request body into a new blob; then, in the same worker thread, `then(info)`.
 

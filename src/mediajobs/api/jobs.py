@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from .. import errors
-from ..jobs.model import ALL_STATES, CATEGORY, MEDIA, PIC, Job, NewJob, Queue, State, new_job_id
+from ..jobs.model import ALL_STATES, CATEGORY, MEDIA, PIC, NewJob, Queue, new_job_id
+from ..jobs.render import fmt_time, job_detail
 from ..jobs.store import ListFilter
 from ..nodes import Nodes, Value
 from ..processors import DOCUMENTED_TAGS, REGISTRY
@@ -26,27 +27,9 @@ if TYPE_CHECKING:
     from .server import Api, Call
 
 MAX_IDS = 10
-_OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
 _FILTER_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:(Z)|([+\- ])(\d{2}):?(\d{2}))$")
 _ID = {MEDIA: re.compile(r"^j[0-9a-f]{32}$"), PIC: re.compile(r"^c[0-9a-f]{32}$")}
 _PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
-
-
-# ---- times -------------------------------------------------------------------------------
-
-
-def tz_of(offset: str) -> timezone:
-    m = _OFFSET.match(offset.strip())
-    if not m:
-        raise ValueError(f"time offset {offset!r} is not +HHMM")
-    minutes = int(m[2]) * 60 + int(m[3])
-    return timezone(timedelta(minutes=-minutes if m[1] == "-" else minutes))
-
-
-def fmt_time(ts: float | None, tz: timezone) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(int(ts), tz).strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def parse_filter_time(name: str, value: str) -> float:
@@ -69,31 +52,6 @@ def parse_filter_time(name: str, value: str) -> float:
 
 
 # ---- rendering ---------------------------------------------------------------------------
-
-
-def job_detail(job: Job, tz: timezone) -> Nodes:
-    nodes: list[tuple[str, Value]] = [
-        ("Code", job.code),
-        ("Message", job.message or None),
-        ("JobId", job.job_id),
-        ("State", job.state),
-    ]
-    if job.state == State.RUNNING:
-        nodes.append(("Progress", str(job.progress or 0)))
-    elif job.state == State.SUCCESS:
-        nodes.append(("Progress", "100"))
-    elif job.state == State.FAILED and job.progress is not None:
-        nodes.append(("Progress", str(job.progress)))
-    nodes += [
-        ("CreationTime", fmt_time(job.created_at, tz)),
-        ("StartTime", fmt_time(job.started_at, tz)),
-        ("EndTime", fmt_time(job.ended_at, tz)),
-        ("QueueId", job.queue_id),
-        ("Tag", job.tag),
-        ("Input", [("BucketId", job.bucket), ("Object", job.input_object), ("Region", job.region)]),
-        ("Operation", [*job.operation, *(job.result or [])]),
-    ]
-    return nodes
 
 
 def queue_nodes(q: Queue, tz: timezone) -> Nodes:

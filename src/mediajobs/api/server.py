@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from .. import errors
 from ..jobs.model import MEDIA, PIC
+from ..jobs.render import tz_of
 from ..jobs.service import JobService
 from ..settings import Settings
 from ..storage.service import ObjectService
@@ -150,7 +151,7 @@ class Api:
         self.service = service
         self.credentials = credentials
         self.jobs = job_service
-        self.tz = jobs.tz_of(settings.time_offset)
+        self.tz = tz_of(settings.time_offset)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -9,19 +9,14 @@ the node order of the spec and costs nothing measurable per response.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from xml.sax.saxutils import escape
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from .. import errors
-from ..nodes import Nodes, Value
+from ..nodes import Nodes, Value, render_xml
 
 __all__ = ["Nodes", "Value", "bool_text", "parse", "render", "text"]
-
-DECLARATION = "<?xml version='1.0' encoding='utf-8' ?>\n"
-
-_ENTITIES = {'"': "&quot;"}
 
 
 def parse(body: bytes, *, root: str | None = None) -> ET.Element:
@@ -45,23 +40,8 @@ def text(elem: ET.Element, name: str, default: str = "") -> str:
     return child.text.strip()
 
 
-def _render(nodes: Nodes, out: list[str]) -> None:
-    for name, value in nodes:
-        if value is None:
-            out.append(f"<{name}/>")
-        elif isinstance(value, str):
-            out.append(f"<{name}>{escape(value, _ENTITIES)}</{name}>")
-        else:
-            out.append(f"<{name}>")
-            _render(value, out)
-            out.append(f"</{name}>")
-
-
 def render(root: str, nodes: Nodes) -> bytes:
-    out = [DECLARATION, f"<{root}>"]
-    _render(nodes, out)
-    out.append(f"</{root}>")
-    return "".join(out).encode()
+    return render_xml(root, nodes)
 
 
 def bool_text(value: bool) -> str:

@@ -17,11 +17,10 @@ from typing import Any
 
 import httpx
 
-from ..api.jobs import job_detail
-from ..api.xmlcodec import render
 from ..jobs.model import Job
+from ..jobs.render import job_detail
 from ..jobs.store import Delivery, JobStore
-from ..nodes import Nodes
+from ..nodes import Nodes, render_xml
 
 log = logging.getLogger("mediajobs.callbacks")
 
@@ -53,7 +52,7 @@ def body_for(job: Job, content_type: str, tz: timezone) -> bytes:
         return json.dumps(
             {"EventName": "TaskFinish", "JobsDetail": to_json_tree(detail)}, ensure_ascii=False
         ).encode()
-    return render("Response", [("EventName", "TaskFinish"), ("JobsDetail", detail)])
+    return render_xml("Response", [("EventName", "TaskFinish"), ("JobsDetail", detail)])
 
 
 def backoff(attempt: int) -> float:
@@ -66,7 +65,14 @@ class Deliverer:
         self.tz = tz
         self.timeout = timeout
         self.wake = threading.Event()
-        self.client = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False)
+        self._client: httpx.Client | None = None
+
+    @property
+    def client(self) -> httpx.Client:
+        # Made on the first delivery: a worker that never calls back never pays for it.
+        if self._client is None:
+            self._client = httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False)
+        return self._client
 
     def run_forever(self, stop: threading.Event) -> None:
         while not stop.is_set():
