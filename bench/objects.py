@@ -794,9 +794,10 @@ def run(ns: argparse.Namespace, root: Path, srv: ServerProcess, sw: Seaweed) -> 
     )
     print("fsync:")
     print(
-        "  mediajobs: fsync is on by default: each object's bytes are fsynced (then renamed into place and "
-        "the directory fsynced), and the SQLite metadata commit runs with synchronous=FULL, before the PUT "
-        "is acknowledged."
+        "  mediajobs: fsync is on by default. An object above inline_max (64 KiB) is written to a file that "
+        "is fsynced, renamed into place and its directory fsynced; a smaller one is stored in its database "
+        "row. Either way the SQLite commit runs with synchronous=FULL (WAL fsync) before the PUT is "
+        "acknowledged."
     )
     fs_state = "ON" if sw_fsync_after else "OFF"
     how = "turned on with --seaweedfs-fsync" if ns.seaweedfs_fsync else "default"
