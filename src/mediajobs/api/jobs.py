@@ -137,6 +137,20 @@ def _callback(root: ET.Element) -> dict[str, str]:
     return {k: v for k, v in cb.items() if v}
 
 
+async def _check_output(api: Api, op: ET.Element | None) -> None:
+    if op is None or op.find("Output") is None:
+        return
+    key = xmlcodec.text(op, "Output/Object").lstrip("/")
+    if key:
+        try:
+            check_key(key)
+        except errors.MediaJobsError as exc:
+            raise errors.InvalidArgument(f"Output.Object is not a valid object key: {exc.message}") from None
+    bucket = xmlcodec.text(op, "Output/Bucket")
+    if bucket and await run(api.service.get_bucket, bucket) is None:
+        raise errors.InvalidArgument(f"Output.Bucket {bucket} does not exist.")
+
+
 def _echo(op: ET.Element | None, level: int) -> Nodes:
     """The Operation as sent; JobLevel is always shown, as in every response of the docs."""
     nodes = list(element_nodes(op)) if op is not None else []
@@ -176,6 +190,7 @@ async def create_jobs(api: Api, call: Call, kind: str) -> WireResponse:
             REGISTRY[tag].validate(Submission(call.bucket, input_object, op))
         except InvalidOperation as exc:
             raise errors.InvalidArgument(f"{tag}: {exc}") from None
+        await _check_output(api, op)
         new.append(
             NewJob(
                 job_id=new_job_id(kind),

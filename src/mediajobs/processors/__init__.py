@@ -32,4 +32,5 @@ def register(cls: type[P]) -> type[P]:
     return cls
 
 
-from . import mediainfo as _mediainfo  # noqa: E402, F401  - registers itself
+from . import mediainfo as _mediainfo  # noqa: E402, F401  - each registers itself
+from . import transcode as _transcode  # noqa: E402, F401

@@ -66,6 +66,30 @@ class JobContext:
         self.on_progress(max(0, min(99, pct)))
 
     @contextlib.contextmanager
+    def workdir(self) -> Iterator[Path]:
+        """A private temporary directory, removed on every path out (cancel and failure included)."""
+        tmp_root = getattr(self.objects.blobs, "tmp_dir", None)
+        with tempfile.TemporaryDirectory(dir=tmp_root, prefix=f"job-{self.job.job_id}-") as d:
+            yield Path(d)
+
+    def store_output(self, bucket: str, key: str, path: Path) -> str:
+        """Write a finished local file as the object `bucket/key`; return its MD5 (hex)."""
+        writer = self.objects.blobs.writer()
+        try:
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1024 * 1024), b""):
+                    writer.write(chunk)
+            info = writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        try:
+            meta = self.objects.put(bucket, key, info, headers={"Content-Type": _content_type(key)})
+        except Exception as exc:
+            raise JobFailed("OutputWriteFailed", f"The output {key!r} could not be written: {exc}") from exc
+        return meta.etag
+
+    @contextlib.contextmanager
     def input_file(self, key: str | None = None) -> Iterator[Path]:
         """A local path holding the bytes of the input object (or `key`), for reading only."""
         key = key if key is not None else self.job.input_object
@@ -85,6 +109,12 @@ class JobContext:
         if local is None:  # pragma: no cover - remote blob stores arrive with scale-out
             raise JobFailed("InternalError", "This blob store cannot hand out local files.")
         yield Path(local(meta.blob))
+
+
+def _content_type(key: str) -> str:
+    import mimetypes
+
+    return mimetypes.guess_type(key)[0] or "application/octet-stream"
 
 
 class Processor(Protocol):

@@ -1,0 +1,386 @@
+"""Transcode: re-encode or re-wrap the input with FFmpeg (spec/tags.md Transcode)."""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from ..media import ffmpeg
+from ..nodes import Nodes
+from . import register
+from .base import Cancelled, InvalidOperation, JobContext, JobFailed, Submission
+from .output import expand, media_result, parse_output
+
+# Container.Format -> (muxer, extension, video codecs allowed, audio codecs allowed, default video, default audio)
+_CONTAINERS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...], str | None, str]] = {
+    "mp4": ("mp4", "mp4", ("h264", "h265", "av1", "vp9"), ("aac", "mp3", "opus", "flac"), "h264", "aac"),
+    "mov": ("mov", "mov", ("h264", "h265", "av1", "vp9"), ("aac", "mp3", "pcm_s16le", "flac"), "h264", "aac"),
+    "flv": ("flv", "flv", ("h264",), ("aac", "mp3"), "h264", "aac"),
+    "ts": ("mpegts", "ts", ("h264", "h265"), ("aac", "mp3"), "h264", "aac"),
+    "hls": ("hls", "m3u8", ("h264", "h265"), ("aac", "mp3"), "h264", "aac"),
+    "mkv": ("matroska", "mkv", ("h264", "h265", "vp8", "vp9", "av1"),
+            ("aac", "mp3", "opus", "vorbis", "flac", "pcm_s16le"), "h264", "aac"),
+    "webm": ("webm", "webm", ("vp8", "vp9", "av1"), ("vorbis", "opus"), "vp8", "opus"),
+    "mp3": ("mp3", "mp3", (), ("mp3",), None, "mp3"),
+    "aac": ("adts", "aac", (), ("aac",), None, "aac"),
+    "m4a": ("ipod", "m4a", (), ("aac",), None, "aac"),
+    "flac": ("flac", "flac", (), ("flac",), None, "flac"),
+    "wav": ("wav", "wav", (), ("pcm_s16le",), None, "pcm_s16le"),
+    "amr": ("amr", "amr", (), ("amr",), None, "amr"),
+    "ogg": ("ogg", "ogg", (), ("vorbis", "opus", "flac"), None, "vorbis"),
+}  # fmt: skip
+_VIDEO_CODECS = {"h.264": "h264", "h264": "h264", "h.265": "h265", "h265": "h265", "hevc": "h265",
+                 "vp8": "vp8", "vp9": "vp9", "av1": "av1"}  # fmt: skip
+_VIDEO_ENCODERS = {
+    "h264": "libx264",
+    "h265": "libx265",
+    "vp8": "libvpx",
+    "vp9": "libvpx-vp9",
+    "av1": "libsvtav1",
+}
+_AUDIO_CODECS = {"aac": "aac", "mp3": "mp3", "flac": "flac", "amr": "amr", "vorbis": "vorbis", "opus": "opus",
+                 "pcm_s16le": "pcm_s16le"}  # fmt: skip
+_AUDIO_ENCODERS = {"aac": "aac", "mp3": "libmp3lame", "flac": "flac", "amr": "libopencore_amrnb",
+                   "vorbis": "libvorbis", "opus": "libopus", "pcm_s16le": "pcm_s16le"}  # fmt: skip
+_SAMPLE_RATES = {8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000}
+_X26X_PRESETS = {
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+}
+_PIXFMTS = {"yuv420p", "yuv422p", "yuv444p", "yuvj420p", "yuvj422p", "yuvj444p", "yuv420p10le"}
+MAX_INPUT_SECONDS = 4 * 3600
+MAX_INPUT_PIXELS = 4096 * 4096
+
+
+def _num(node: ET.Element | None, path: str, lo: float, hi: float, *, lo_open: bool = False) -> float | None:
+    text = (node.findtext(path) or "").strip() if node is not None else ""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidOperation(f"{path} must be a number, not {text!r}.") from None
+    if not math.isfinite(value) or value > hi or value < lo or (lo_open and value == lo):
+        bound = f"({lo:g}, {hi:g}]" if lo_open else f"[{lo:g}, {hi:g}]"
+        raise InvalidOperation(f"{path} must be in {bound}, not {text}.")
+    return value
+
+
+def _text(node: ET.Element | None, path: str) -> str:
+    return (node.findtext(path) or "").strip() if node is not None else ""
+
+
+def _flag(node: ET.Element | None, path: str) -> bool:
+    value = _text(node, path).lower()
+    if value not in ("", "true", "false"):
+        raise InvalidOperation(f"{path} must be true or false.")
+    return value == "true"
+
+
+@dataclass
+class TranscodeSpec:
+    container: str
+    video_codec: str | None = None
+    width: int | None = None
+    height: int | None = None
+    long_short: bool = False
+    fps: float | None = None
+    video_bitrate: int | None = None
+    crf: float | None = None
+    gop: int | None = None
+    preset: str | None = None
+    profile: str | None = None
+    pixfmt: str | None = None
+    rotate: int = 0
+    maxrate: int | None = None
+    bufsize: int | None = None
+    audio_codec: str | None = None
+    sample_rate: int | None = None
+    audio_bitrate: int | None = None
+    channels: int | None = None
+    start: float = 0.0
+    duration: float | None = None
+    check_reso: bool = False
+    reso_fail: bool = False
+    delete_metadata: bool = False
+    segment_seconds: float = 5.0
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def muxer(self) -> str:
+        return _CONTAINERS[self.container][0]
+
+    @property
+    def ext(self) -> str:
+        return _CONTAINERS[self.container][1]
+
+
+def parse_transcode(op: ET.Element | None) -> TranscodeSpec:
+    node = op.find("Transcode") if op is not None else None
+    if op is not None and op.findtext("TemplateId"):
+        raise InvalidOperation(
+            "TemplateId is not supported by this server yet; give the Transcode node inline."
+        )
+    if node is None:
+        raise InvalidOperation("Operation.Transcode (or a TemplateId) is required.")
+    fmt = _text(node, "Container/Format").lower()
+    if not fmt:
+        raise InvalidOperation("Transcode.Container.Format is required.")
+    if fmt == "dash":
+        raise InvalidOperation("Container.Format dash is not supported by this server yet.")
+    if fmt not in _CONTAINERS:
+        raise InvalidOperation(f"Container.Format {fmt!r} is not one of {', '.join(sorted(_CONTAINERS))}.")
+    _, _, vcodecs, acodecs, vdefault, adefault = _CONTAINERS[fmt]
+    spec = TranscodeSpec(container=fmt)
+    video = node.find("Video")
+    audio = node.find("Audio")
+    if vcodecs and not _flag(video, "Remove"):
+        name = _text(video, "Codec").lower() or vdefault or ""
+        codec = _VIDEO_CODECS.get(name)
+        if codec is None:
+            raise InvalidOperation(f"Video.Codec {name!r} is not one of H.264, H.265, VP8, VP9, AV1.")
+        if codec not in vcodecs:
+            raise InvalidOperation(f"Video.Codec {name} cannot be stored in {fmt}.")
+        spec.video_codec = codec
+        w = _num(video, "Width", 128, 4096)
+        h = _num(video, "Height", 128, 4096)
+        for label, v in (("Width", w), ("Height", h)):
+            if v is not None and (v != int(v) or int(v) % 2):
+                raise InvalidOperation(f"Video.{label} must be an even integer.")
+        spec.width = int(w) if w is not None else None
+        spec.height = int(h) if h is not None else None
+        spec.long_short = _flag(video, "LongShortMode")
+        spec.fps = _num(video, "Fps", 0, 60, lo_open=True)
+        bitrate = _text(video, "Bitrate")
+        if bitrate and bitrate.lower() != "auto":
+            spec.video_bitrate = int(_num(video, "Bitrate", 10, 50000) or 0)
+        spec.crf = _num(video, "Crf", 0, 51, lo_open=True)
+        if spec.crf is None and spec.video_bitrate is None and codec in ("h264", "h265"):
+            spec.crf = 25.0
+        gop = _num(video, "Gop", 1, 100000)
+        spec.gop = int(gop) if gop is not None else None
+        preset = _text(video, "Preset").lower()
+        if preset:
+            if codec in ("h264", "h265") and preset not in _X26X_PRESETS:
+                raise InvalidOperation(f"Video.Preset {preset!r} is not an x264/x265 preset.")
+            spec.preset = preset
+        profile = _text(video, "Profile").lower()
+        if profile and profile != "auto":
+            if codec != "h264" or profile not in ("baseline", "main", "high"):
+                raise InvalidOperation("Video.Profile applies to H.264 only: baseline, main or high.")
+            spec.profile = profile
+        pixfmt = _text(video, "Pixfmt").lower()
+        if pixfmt and pixfmt != "auto":
+            if pixfmt not in _PIXFMTS:
+                raise InvalidOperation(f"Video.Pixfmt {pixfmt!r} is not supported.")
+            spec.pixfmt = pixfmt
+        rotate = _num(video, "Rotate", 0, 359)
+        if rotate is not None:
+            if rotate not in (0, 90, 180, 270):
+                raise InvalidOperation("Video.Rotate must be 0, 90, 180 or 270 on this server.")
+            spec.rotate = int(rotate)
+        maxrate = _num(video, "Maxrate", 10, 50000)
+        bufsize = _num(video, "Bufsize", 1000, 128000)
+        spec.maxrate = int(maxrate) if maxrate is not None else None
+        spec.bufsize = int(bufsize) if bufsize is not None else None
+    if not _flag(audio, "Remove"):
+        name = _text(audio, "Codec").lower() or adefault
+        acodec = _AUDIO_CODECS.get(name)
+        if acodec is None:
+            raise InvalidOperation(f"Audio.Codec {name!r} is not one of {', '.join(sorted(_AUDIO_CODECS))}.")
+        if acodec not in acodecs:
+            raise InvalidOperation(f"Audio.Codec {name} cannot be stored in {fmt}.")
+        spec.audio_codec = acodec
+        rate = _num(audio, "Samplerate", 8000, 96000)
+        if rate is not None and int(rate) not in _SAMPLE_RATES:
+            raise InvalidOperation(f"Audio.Samplerate {rate:g} is not a supported rate.")
+        spec.sample_rate = int(rate) if rate is not None else None
+        abr = _num(audio, "Bitrate", 8, 1000)
+        spec.audio_bitrate = int(abr) if abr is not None else None
+        ch = _num(audio, "Channels", 1, 8)
+        spec.channels = int(ch) if ch is not None else None
+        if acodec == "amr":
+            spec.sample_rate, spec.channels = 8000, 1
+    if spec.video_codec is None and spec.audio_codec is None:
+        raise InvalidOperation("Both Video and Audio are removed: the output would be empty.")
+    start = _num(node, "TimeInterval/Start", 0, MAX_INPUT_SECONDS)
+    spec.start = start or 0.0
+    spec.duration = _num(node, "TimeInterval/Duration", 0, MAX_INPUT_SECONDS, lo_open=True)
+    spec.check_reso = _flag(node, "TransConfig/IsCheckReso")
+    method = _text(node, "TransConfig/ResoAdjMethod")
+    if method not in ("", "0", "1"):
+        raise InvalidOperation("TransConfig.ResoAdjMethod must be 0 or 1.")
+    spec.reso_fail = method == "1"
+    spec.delete_metadata = _flag(node, "TransConfig/DeleteMetadata")
+    seg = _num(node, "Container/ClipConfig/Duration", 1, 600)
+    spec.segment_seconds = seg or 5.0
+    return spec
+
+
+def _scale(spec: TranscodeSpec, src_w: int, src_h: int) -> tuple[int, int] | None:
+    w, h = spec.width, spec.height
+    if w is None and h is None:
+        return None
+    if spec.long_short and src_h > src_w:
+        w, h = h, w  # Width/Height name the long and short edge: portrait input keeps portrait
+    if w is not None and h is not None:
+        tw, th = w, h
+    elif w is not None:
+        tw, th = w, max(2, round(src_h * w / src_w / 2) * 2)
+    else:
+        assert h is not None
+        tw, th = max(2, round(src_w * h / src_h / 2) * 2), h
+    if spec.check_reso and (tw > src_w or th > src_h):
+        if spec.reso_fail:
+            raise JobFailed(
+                "InvalidParameter", f"The target resolution {tw}x{th} exceeds the input's {src_w}x{src_h}."
+            )
+        return None
+    return tw, th
+
+
+def build_args(spec: TranscodeSpec, info: object, src: Path, dst: Path) -> list[str]:
+    from ..media.probe import MediaInfo
+
+    assert isinstance(info, MediaInfo)
+    before = ["-ss", f"{spec.start:.3f}"] if spec.start else []
+    args = ffmpeg.safe_input(str(src), info.demuxer, before=before)
+    if spec.duration is not None:
+        args += ["-t", f"{spec.duration:.3f}"]
+    args += ["-map_metadata", "-1"] if spec.delete_metadata else []
+    if spec.video_codec and info.video:
+        v = info.video[0]
+        args += ["-map", "0:v:0", "-c:v", _VIDEO_ENCODERS[spec.video_codec]]
+        filters = []
+        size = _scale(spec, v.width, v.height)
+        if size:
+            filters.append(f"scale={size[0]}:{size[1]}")
+        filters += {90: ["transpose=1"], 180: ["hflip", "vflip"], 270: ["transpose=2"]}.get(spec.rotate, [])
+        if filters:
+            args += ["-vf", ",".join(filters)]
+        if spec.fps:
+            args += ["-r", f"{spec.fps:g}"]
+        if spec.video_bitrate:
+            args += ["-b:v", f"{spec.video_bitrate}k"]
+        if spec.crf is not None and not spec.video_bitrate:
+            args += ["-crf", f"{spec.crf:g}"] + (["-b:v", "0"] if spec.video_codec in ("vp8", "vp9") else [])
+        if spec.maxrate:
+            args += ["-maxrate", f"{spec.maxrate}k", "-bufsize", f"{spec.bufsize or spec.maxrate * 2}k"]
+        if spec.gop:
+            args += ["-g", str(spec.gop)]
+        if spec.preset and spec.video_codec in ("h264", "h265"):
+            args += ["-preset", spec.preset]
+        elif spec.video_codec in ("vp8", "vp9"):
+            args += ["-deadline", "realtime" if spec.preset == "realtime" else "good", "-cpu-used", "4"]
+        elif spec.video_codec == "av1":
+            args += ["-preset", "8"]
+        if spec.profile:
+            args += ["-profile:v", spec.profile]
+        if spec.pixfmt or spec.video_codec in ("h264", "h265"):
+            args += ["-pix_fmt", spec.pixfmt or "yuv420p"]
+    if spec.audio_codec and info.audio:
+        args += ["-map", "0:a:0", "-c:a", _AUDIO_ENCODERS[spec.audio_codec]]
+        if spec.sample_rate:
+            args += ["-ar", str(spec.sample_rate)]
+        elif spec.audio_codec == "opus":
+            args += ["-ar", "48000"]
+        if spec.audio_bitrate:
+            args += ["-b:a", f"{spec.audio_bitrate}k"]
+        if spec.channels:
+            args += ["-ac", str(spec.channels)]
+    if spec.container == "hls":
+        if spec.video_codec and info.video:
+            # Segments can only start on key frames: put one at every segment boundary.
+            args += ["-force_key_frames", f"expr:gte(t,n_forced*{spec.segment_seconds:g})"]
+        args += ["-f", "hls", "-hls_time", f"{spec.segment_seconds:g}", "-hls_playlist_type", "vod",
+                 "-hls_segment_filename", str(dst.with_name(dst.stem + "-%d.ts"))]  # fmt: skip
+    else:
+        args += ["-f", spec.muxer]
+        if spec.muxer in ("mp4", "mov", "ipod"):
+            args += ["-movflags", "+faststart"]
+    return [*args, "-y", str(dst)]
+
+
+@register
+class TranscodeProcessor:
+    tag: ClassVar[str] = "Transcode"
+    kind: ClassVar[str] = "media"
+    time_limit: ClassVar[float] = 3 * 3600.0
+
+    def validate(self, sub: Submission) -> None:
+        parse_transcode(sub.operation)
+        parse_output(sub.operation)
+
+    def run(self, ctx: JobContext) -> Nodes:
+        from ..media.probe import NotMedia, probe
+
+        op = ET.fromstring(_rebuild(ctx.job.operation))
+        spec = parse_transcode(op)
+        out = parse_output(op)
+        with ctx.input_file() as src, ctx.workdir() as work:
+            try:
+                info = probe(src)
+            except NotMedia as exc:
+                raise JobFailed("InputFileInvalid", f"The input is not a media file: {exc}") from None
+            if info.duration > MAX_INPUT_SECONDS:
+                raise JobFailed("InputFileInvalid", f"The input is longer than {MAX_INPUT_SECONDS} s.")
+            if any(v.width * v.height > MAX_INPUT_PIXELS for v in info.video):
+                raise JobFailed("InputFileInvalid", "The input's resolution exceeds 4096x4096.")
+            if spec.start and spec.start >= info.duration:
+                raise JobFailed(
+                    "InvalidParameter",
+                    f"TimeInterval.Start {spec.start:g} s is past the input's end ({info.duration:.3f} s).",
+                )
+            if not (spec.video_codec and info.video) and not (spec.audio_codec and info.audio):
+                raise JobFailed("InvalidParameter", "The input has none of the streams the output asks for.")
+            key = expand(out.object, input_key=ctx.job.input_object, job_id=ctx.job.job_id, ext=spec.ext)
+            dst = work / f"out.{spec.ext}"
+            expected = info.duration - spec.start
+            if spec.duration:
+                expected = min(expected, spec.duration)
+            try:
+                ffmpeg.run(
+                    build_args(spec, info, src, dst), deadline=ctx.deadline, cancelled=ctx.cancelled,
+                    expected_duration=expected, on_progress=ctx.progress,
+                )  # fmt: skip
+            except ffmpeg.FFmpegCancelled:
+                raise Cancelled() from None
+            except ffmpeg.FFmpegTimeout:
+                raise JobFailed("JobTimeout", "The job exceeded its maximum run time.") from None
+            except ffmpeg.FFmpegError as exc:
+                raise JobFailed("InternalError", f"FFmpeg failed: {exc}") from None
+            ctx.check()
+            result_info = probe(dst) if spec.container != "hls" else None
+            stored: list[tuple[str, str]] = []
+            if spec.container == "hls":
+                # Segments first, the playlist last: a reader never finds a playlist whose parts are missing.
+                base = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+                for seg in sorted(work.glob("out-*.ts"), key=lambda p: int(p.stem.rsplit("-", 1)[1])):
+                    ctx.store_output(out.bucket, base + seg.name.replace("out-", Path(key).stem + "-"), seg)
+                playlist = dst.read_text().replace("out-", Path(key).stem + "-")
+                dst.write_text(playlist)
+                stored.append((key, ctx.store_output(out.bucket, key, dst)))
+            else:
+                stored.append((key, ctx.store_output(out.bucket, key, dst)))
+        nodes: list[tuple[str, object]] = []
+        if result_info is not None:
+            nodes.append(("MediaInfo", result_info.nodes()))
+        nodes.append(("MediaResult", media_result(out, stored)))
+        return nodes  # type: ignore[return-value]
+
+
+def _rebuild(nodes: Nodes) -> bytes:
+    """The stored Operation node tree back as XML, for the same parser the API used."""
+    from ..nodes import render_xml
+
+    return render_xml("Operation", nodes)

@@ -1,0 +1,279 @@
+"""Transcode jobs through cos-python-sdk-v5: real outputs opened with PyAV and measured."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from qcloud_cos import CosS3Client
+from qcloud_cos.cos_exception import CosServiceError
+
+from mediajobs.media.probe import probe
+from mediajobs.media.samples import make_audio, make_video
+from mediajobs.testing import ServerProcess, running_server
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("transcode"), args=["--workers", "1"]) as s:
+        cos = s.client()
+        d = tmp_path_factory.mktemp("media")
+        cos.upload_file(
+            Bucket=s.bucket,
+            Key="in/clip.mp4",
+            LocalFilePath=str(make_video(d / "clip.mp4", seconds=3.0, width=640, height=360)),
+        )
+        cos.upload_file(
+            Bucket=s.bucket,
+            Key="in/long.mp4",
+            LocalFilePath=str(make_video(d / "long.mp4", seconds=8.0, width=1280, height=720)),
+        )
+        cos.upload_file(
+            Bucket=s.bucket, Key="in/tone.wav", LocalFilePath=str(make_audio(d / "tone.wav", seconds=2.0))
+        )
+        yield s
+
+
+@pytest.fixture(scope="module")
+def cos(srv: ServerProcess) -> CosS3Client:
+    return srv.client()
+
+
+def submit(
+    cos: CosS3Client, bucket: str, key: str, transcode: dict[str, Any], out: str, region: str = "ap-guangzhou"
+) -> str:
+    op = {"Transcode": transcode, "Output": {"Region": region, "Bucket": bucket, "Object": out}}
+    r = cos.ci_create_media_jobs(
+        Bucket=bucket,
+        Jobs={"Tag": "Transcode", "Input": {"Object": key}, "Operation": op},
+        Lst={},
+        ContentType="application/xml",
+    )
+    return str(r["JobsDetail"][0]["JobId"])
+
+
+def wait(
+    cos: CosS3Client,
+    bucket: str,
+    job_id: str,
+    states: tuple[str, ...] = ("Success", "Failed"),
+    timeout: float = 90,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        d: dict[str, Any] = cos.ci_get_media_jobs(Bucket=bucket, JobIDs=job_id)["JobsDetail"][0]
+        if d["State"] in states:
+            return d
+        assert time.monotonic() < deadline, d
+        time.sleep(0.05)
+
+
+def fetch(cos: CosS3Client, bucket: str, key: str, tmp_path: Path) -> Path:
+    path = tmp_path / key.replace("/", "_")
+    cos.download_file(Bucket=bucket, Key=key, DestFilePath=str(path))
+    return path
+
+
+def test_mp4_scaled_h264_aac(srv: ServerProcess, cos: CosS3Client, tmp_path: Path) -> None:
+    jid = submit(
+        cos,
+        srv.bucket,
+        "in/clip.mp4",
+        {
+            "Container": {"Format": "mp4"},
+            "Video": {"Codec": "H.264", "Width": "320", "Crf": "28", "Preset": "veryfast"},
+            "Audio": {"Codec": "aac", "Bitrate": "64", "Samplerate": "22050"},
+        },
+        "out/${InputName}-320.mp4",
+    )
+    d = wait(cos, srv.bucket, jid)
+    assert d["State"] == "Success", d
+    result = d["Operation"]["MediaResult"]["OutputFile"]
+    assert result["ObjectName"] == "out/clip-320.mp4"
+    path = fetch(cos, srv.bucket, "out/clip-320.mp4", tmp_path)
+    assert result["Md5Info"]["Md5"] == hashlib.md5(path.read_bytes()).hexdigest()
+    with av.open(str(path)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        assert (v.codec_context.name, v.width, v.height) == ("h264", 320, 180)
+        assert (a.codec_context.name, a.sample_rate) == ("aac", 22050)
+        assert abs(float(c.duration or 0) / 1e6 - 3.0) < 0.15
+        frames = sum(1 for _ in c.decode(video=0))
+    assert 73 <= frames <= 77  # 3 s at 25 fps
+    info = d["Operation"]["MediaInfo"]["Stream"]["Video"]
+    assert (info["Width"], info["Height"]) == ("320", "180")
+    assert d["Progress"] == "100"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "video", "audio", "vcodec", "acodec"),
+    [
+        ("webm", {"Codec": "VP9", "Height": "180"}, {}, "vp9", "opus"),
+        ("mkv", {"Codec": "H.265", "Width": "320"}, {"Codec": "flac"}, "hevc", "flac"),
+        ("flv", {"Codec": "H.264", "Width": "320"}, {"Codec": "mp3"}, "h264", "mp3"),
+        ("ts", {"Codec": "H.264", "Width": "320", "Fps": "15", "Gop": "15"}, {}, "h264", "aac"),
+        ("mp3", None, {"Bitrate": "96"}, None, "mp3"),
+        ("ogg", None, {"Codec": "opus"}, None, "opus"),
+        ("wav", None, {"Channels": "1"}, None, "pcm_s16le"),
+    ],
+)
+def test_containers_and_codecs(
+    srv: ServerProcess,
+    cos: CosS3Client,
+    tmp_path: Path,
+    fmt: str,
+    video: dict[str, str] | None,
+    audio: dict[str, str],
+    vcodec: str | None,
+    acodec: str,
+) -> None:
+    tr: dict[str, Any] = {"Container": {"Format": fmt}, "Audio": audio}
+    if video is not None:
+        tr["Video"] = video
+    key = f"out/fmt.{fmt}"
+    d = wait(cos, srv.bucket, submit(cos, srv.bucket, "in/clip.mp4", tr, key))
+    assert d["State"] == "Success", d
+    info = probe(fetch(cos, srv.bucket, key, tmp_path))
+    assert [v.codec_name for v in info.video] == ([vcodec] if vcodec else [])
+    assert [a.codec_name for a in info.audio] == [acodec]
+    if fmt == "ts":
+        assert info.video[0].avg_fps == 15
+    if fmt == "wav":
+        assert info.audio[0].channels == 1
+
+
+def test_remove_video_time_interval_and_hls(srv: ServerProcess, cos: CosS3Client, tmp_path: Path) -> None:
+    d = wait(
+        cos,
+        srv.bucket,
+        submit(
+            cos,
+            srv.bucket,
+            "in/clip.mp4",
+            {
+                "Container": {"Format": "mp4"},
+                "Video": {"Remove": "true"},
+                "TimeInterval": {"Start": "1", "Duration": "1.5"},
+            },
+            "out/audio-only.mp4",
+        ),
+    )
+    assert d["State"] == "Success", d
+    with av.open(str(fetch(cos, srv.bucket, "out/audio-only.mp4", tmp_path))) as c:
+        assert not c.streams.video and c.streams.audio
+        assert abs(float(c.duration or 0) / 1e6 - 1.5) < 0.1
+    d = wait(
+        cos,
+        srv.bucket,
+        submit(
+            cos,
+            srv.bucket,
+            "in/clip.mp4",
+            {
+                "Container": {"Format": "hls", "ClipConfig": {"Duration": "1"}},
+                "Video": {"Codec": "H.264", "Width": "320"},
+            },
+            "hls/play.m3u8",
+        ),
+    )
+    assert d["State"] == "Success", d
+    keys = [o["Key"] for o in cos.list_objects(Bucket=srv.bucket, Prefix="hls/")["Contents"]]
+    assert "hls/play.m3u8" in keys and len([k for k in keys if k.endswith(".ts")]) >= 2
+    playlist = cos.get_object(Bucket=srv.bucket, Key="hls/play.m3u8")["Body"].get_raw_stream().read().decode()
+    for line in playlist.splitlines():
+        if line.endswith(".ts"):
+            assert "hls/" + line in keys
+
+
+def test_cancel_mid_transcode_writes_nothing(srv: ServerProcess, cos: CosS3Client) -> None:
+    jid = submit(
+        cos,
+        srv.bucket,
+        "in/long.mp4",
+        {"Container": {"Format": "mkv"}, "Video": {"Codec": "H.265", "Preset": "slower"}},
+        "out/cancelled.mkv",
+    )
+    wait(cos, srv.bucket, jid, ("Running",))
+    time.sleep(0.3)
+    cos.ci_cancel_jobs(Bucket=srv.bucket, JobID=jid)
+    d = wait(cos, srv.bucket, jid, ("Cancel",), timeout=5)
+    assert "MediaResult" not in d["Operation"]
+    time.sleep(1.0)
+    assert not cos.object_exists(Bucket=srv.bucket, Key="out/cancelled.mkv")
+    # the worker is free again: a new job runs
+    assert (
+        wait(
+            cos,
+            srv.bucket,
+            submit(cos, srv.bucket, "in/clip.mp4", {"Container": {"Format": "mp3"}}, "out/after.mp3"),
+        )["State"]
+        == "Success"
+    )
+
+
+@pytest.mark.parametrize(
+    "transcode",
+    [
+        {"Container": {"Format": "avi"}},
+        {"Container": {"Format": "mp4"}, "Video": {"Codec": "Theora"}},
+        {"Container": {"Format": "mp4"}, "Video": {"Width": "0"}},
+        {"Container": {"Format": "mp4"}, "Video": {"Width": "100000"}},
+        {"Container": {"Format": "mp4"}, "Video": {"Width": "321"}},
+        {"Container": {"Format": "webm"}, "Video": {"Codec": "H.264"}},
+        {"Container": {"Format": "mp4"}, "Audio": {"Samplerate": "12345"}},
+        {"Container": {"Format": "mp4"}, "Video": {"Remove": "true"}, "Audio": {"Remove": "true"}},
+        {"Video": {"Codec": "H.264"}},
+    ],
+)
+def test_bad_operations_are_refused(srv: ServerProcess, cos: CosS3Client, transcode: dict[str, Any]) -> None:
+    with pytest.raises(CosServiceError) as exc:
+        submit(cos, srv.bucket, "in/clip.mp4", transcode, "out/never.mp4")
+    assert (exc.value.get_status_code(), exc.value.get_error_code()) == (400, "InvalidArgument")
+    assert "Transcode" in exc.value.get_error_msg()
+
+
+def test_bad_output_and_runtime_failures(srv: ServerProcess, cos: CosS3Client) -> None:
+    with pytest.raises(CosServiceError) as exc:
+        cos.ci_create_media_jobs(
+            Bucket=srv.bucket,
+            Jobs={
+                "Tag": "Transcode",
+                "Input": {"Object": "in/clip.mp4"},
+                "Operation": {
+                    "Transcode": {"Container": {"Format": "mp4"}},
+                    "Output": {"Region": "ap-guangzhou", "Bucket": "nosuch-1250000000", "Object": "x.mp4"},
+                },
+            },
+            Lst={},
+            ContentType="application/xml",
+        )
+    assert exc.value.get_error_code() == "InvalidArgument"
+    late = wait(
+        cos,
+        srv.bucket,
+        submit(
+            cos,
+            srv.bucket,
+            "in/clip.mp4",
+            {"Container": {"Format": "mp4"}, "TimeInterval": {"Start": "60"}},
+            "out/late.mp4",
+        ),
+    )
+    assert (late["State"], late["Code"]) == ("Failed", "InvalidParameter")
+    novideo = wait(
+        cos,
+        srv.bucket,
+        submit(
+            cos,
+            srv.bucket,
+            "in/tone.wav",
+            {"Container": {"Format": "mp4"}, "Audio": {"Remove": "true"}},
+            "out/novideo.mp4",
+        ),
+    )
+    assert (novideo["State"], novideo["Code"]) == ("Failed", "InvalidParameter")
+    assert not cos.object_exists(Bucket=srv.bucket, Key="out/late.mp4")
