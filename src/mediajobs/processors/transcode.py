@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +10,10 @@ from typing import ClassVar
 from ..media import ffmpeg
 from ..nodes import Nodes
 from . import register
-from .base import Cancelled, InvalidOperation, JobContext, JobFailed, Submission
+from .base import InvalidOperation, JobContext, JobFailed, Submission
+from .common import MAX_INPUT_SECONDS, probe_input, run_ffmpeg
 from .output import expand, media_result, parse_output
+from .params import flag, num, operation_element, text
 
 # Container.Format -> (muxer, extension, video codecs allowed, audio codecs allowed, default video, default audio)
 _CONTAINERS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...], str | None, str]] = {
@@ -58,33 +59,6 @@ _X26X_PRESETS = {
     "veryslow",
 }
 _PIXFMTS = {"yuv420p", "yuv422p", "yuv444p", "yuvj420p", "yuvj422p", "yuvj444p", "yuv420p10le"}
-MAX_INPUT_SECONDS = 4 * 3600
-MAX_INPUT_PIXELS = 4096 * 4096
-
-
-def _num(node: ET.Element | None, path: str, lo: float, hi: float, *, lo_open: bool = False) -> float | None:
-    text = (node.findtext(path) or "").strip() if node is not None else ""
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise InvalidOperation(f"{path} must be a number, not {text!r}.") from None
-    if not math.isfinite(value) or value > hi or value < lo or (lo_open and value == lo):
-        bound = f"({lo:g}, {hi:g}]" if lo_open else f"[{lo:g}, {hi:g}]"
-        raise InvalidOperation(f"{path} must be in {bound}, not {text}.")
-    return value
-
-
-def _text(node: ET.Element | None, path: str) -> str:
-    return (node.findtext(path) or "").strip() if node is not None else ""
-
-
-def _flag(node: ET.Element | None, path: str) -> bool:
-    value = _text(node, path).lower()
-    if value not in ("", "true", "false"):
-        raise InvalidOperation(f"{path} must be true or false.")
-    return value == "true"
 
 
 @dataclass
@@ -133,7 +107,7 @@ def parse_transcode(op: ET.Element | None) -> TranscodeSpec:
         )
     if node is None:
         raise InvalidOperation("Operation.Transcode (or a TemplateId) is required.")
-    fmt = _text(node, "Container/Format").lower()
+    fmt = text(node, "Container/Format").lower()
     if not fmt:
         raise InvalidOperation("Transcode.Container.Format is required.")
     if fmt == "dash":
@@ -144,85 +118,85 @@ def parse_transcode(op: ET.Element | None) -> TranscodeSpec:
     spec = TranscodeSpec(container=fmt)
     video = node.find("Video")
     audio = node.find("Audio")
-    if vcodecs and not _flag(video, "Remove"):
-        name = _text(video, "Codec").lower() or vdefault or ""
+    if vcodecs and not flag(video, "Remove"):
+        name = text(video, "Codec").lower() or vdefault or ""
         codec = _VIDEO_CODECS.get(name)
         if codec is None:
             raise InvalidOperation(f"Video.Codec {name!r} is not one of H.264, H.265, VP8, VP9, AV1.")
         if codec not in vcodecs:
             raise InvalidOperation(f"Video.Codec {name} cannot be stored in {fmt}.")
         spec.video_codec = codec
-        w = _num(video, "Width", 128, 4096)
-        h = _num(video, "Height", 128, 4096)
+        w = num(video, "Width", 128, 4096)
+        h = num(video, "Height", 128, 4096)
         for label, v in (("Width", w), ("Height", h)):
             if v is not None and (v != int(v) or int(v) % 2):
                 raise InvalidOperation(f"Video.{label} must be an even integer.")
         spec.width = int(w) if w is not None else None
         spec.height = int(h) if h is not None else None
-        spec.long_short = _flag(video, "LongShortMode")
-        spec.fps = _num(video, "Fps", 0, 60, lo_open=True)
-        bitrate = _text(video, "Bitrate")
+        spec.long_short = flag(video, "LongShortMode")
+        spec.fps = num(video, "Fps", 0, 60, lo_open=True)
+        bitrate = text(video, "Bitrate")
         if bitrate and bitrate.lower() != "auto":
-            spec.video_bitrate = int(_num(video, "Bitrate", 10, 50000) or 0)
-        spec.crf = _num(video, "Crf", 0, 51, lo_open=True)
+            spec.video_bitrate = int(num(video, "Bitrate", 10, 50000) or 0)
+        spec.crf = num(video, "Crf", 0, 51, lo_open=True)
         if spec.crf is None and spec.video_bitrate is None and codec in ("h264", "h265"):
             spec.crf = 25.0
-        gop = _num(video, "Gop", 1, 100000)
+        gop = num(video, "Gop", 1, 100000)
         spec.gop = int(gop) if gop is not None else None
-        preset = _text(video, "Preset").lower()
+        preset = text(video, "Preset").lower()
         if preset:
             if codec in ("h264", "h265") and preset not in _X26X_PRESETS:
                 raise InvalidOperation(f"Video.Preset {preset!r} is not an x264/x265 preset.")
             spec.preset = preset
-        profile = _text(video, "Profile").lower()
+        profile = text(video, "Profile").lower()
         if profile and profile != "auto":
             if codec != "h264" or profile not in ("baseline", "main", "high"):
                 raise InvalidOperation("Video.Profile applies to H.264 only: baseline, main or high.")
             spec.profile = profile
-        pixfmt = _text(video, "Pixfmt").lower()
+        pixfmt = text(video, "Pixfmt").lower()
         if pixfmt and pixfmt != "auto":
             if pixfmt not in _PIXFMTS:
                 raise InvalidOperation(f"Video.Pixfmt {pixfmt!r} is not supported.")
             spec.pixfmt = pixfmt
-        rotate = _num(video, "Rotate", 0, 359)
+        rotate = num(video, "Rotate", 0, 359)
         if rotate is not None:
             if rotate not in (0, 90, 180, 270):
                 raise InvalidOperation("Video.Rotate must be 0, 90, 180 or 270 on this server.")
             spec.rotate = int(rotate)
-        maxrate = _num(video, "Maxrate", 10, 50000)
-        bufsize = _num(video, "Bufsize", 1000, 128000)
+        maxrate = num(video, "Maxrate", 10, 50000)
+        bufsize = num(video, "Bufsize", 1000, 128000)
         spec.maxrate = int(maxrate) if maxrate is not None else None
         spec.bufsize = int(bufsize) if bufsize is not None else None
-    if not _flag(audio, "Remove"):
-        name = _text(audio, "Codec").lower() or adefault
+    if not flag(audio, "Remove"):
+        name = text(audio, "Codec").lower() or adefault
         acodec = _AUDIO_CODECS.get(name)
         if acodec is None:
             raise InvalidOperation(f"Audio.Codec {name!r} is not one of {', '.join(sorted(_AUDIO_CODECS))}.")
         if acodec not in acodecs:
             raise InvalidOperation(f"Audio.Codec {name} cannot be stored in {fmt}.")
         spec.audio_codec = acodec
-        rate = _num(audio, "Samplerate", 8000, 96000)
+        rate = num(audio, "Samplerate", 8000, 96000)
         if rate is not None and int(rate) not in _SAMPLE_RATES:
             raise InvalidOperation(f"Audio.Samplerate {rate:g} is not a supported rate.")
         spec.sample_rate = int(rate) if rate is not None else None
-        abr = _num(audio, "Bitrate", 8, 1000)
+        abr = num(audio, "Bitrate", 8, 1000)
         spec.audio_bitrate = int(abr) if abr is not None else None
-        ch = _num(audio, "Channels", 1, 8)
+        ch = num(audio, "Channels", 1, 8)
         spec.channels = int(ch) if ch is not None else None
         if acodec == "amr":
             spec.sample_rate, spec.channels = 8000, 1
     if spec.video_codec is None and spec.audio_codec is None:
         raise InvalidOperation("Both Video and Audio are removed: the output would be empty.")
-    start = _num(node, "TimeInterval/Start", 0, MAX_INPUT_SECONDS)
+    start = num(node, "TimeInterval/Start", 0, MAX_INPUT_SECONDS)
     spec.start = start or 0.0
-    spec.duration = _num(node, "TimeInterval/Duration", 0, MAX_INPUT_SECONDS, lo_open=True)
-    spec.check_reso = _flag(node, "TransConfig/IsCheckReso")
-    method = _text(node, "TransConfig/ResoAdjMethod")
+    spec.duration = num(node, "TimeInterval/Duration", 0, MAX_INPUT_SECONDS, lo_open=True)
+    spec.check_reso = flag(node, "TransConfig/IsCheckReso")
+    method = text(node, "TransConfig/ResoAdjMethod")
     if method not in ("", "0", "1"):
         raise InvalidOperation("TransConfig.ResoAdjMethod must be 0 or 1.")
     spec.reso_fail = method == "1"
-    spec.delete_metadata = _flag(node, "TransConfig/DeleteMetadata")
-    seg = _num(node, "Container/ClipConfig/Duration", 1, 600)
+    spec.delete_metadata = flag(node, "TransConfig/DeleteMetadata")
+    seg = num(node, "Container/ClipConfig/Duration", 1, 600)
     spec.segment_seconds = seg or 5.0
     return spec
 
@@ -322,20 +296,13 @@ class TranscodeProcessor:
         parse_output(sub.operation)
 
     def run(self, ctx: JobContext) -> Nodes:
-        from ..media.probe import NotMedia, probe
+        from ..media.probe import probe
 
-        op = ET.fromstring(_rebuild(ctx.job.operation))
+        op = operation_element(ctx.job.operation)
         spec = parse_transcode(op)
         out = parse_output(op)
         with ctx.input_file() as src, ctx.workdir() as work:
-            try:
-                info = probe(src)
-            except NotMedia as exc:
-                raise JobFailed("InputFileInvalid", f"The input is not a media file: {exc}") from None
-            if info.duration > MAX_INPUT_SECONDS:
-                raise JobFailed("InputFileInvalid", f"The input is longer than {MAX_INPUT_SECONDS} s.")
-            if any(v.width * v.height > MAX_INPUT_PIXELS for v in info.video):
-                raise JobFailed("InputFileInvalid", "The input's resolution exceeds 4096x4096.")
+            info = probe_input(src)
             if spec.start and spec.start >= info.duration:
                 raise JobFailed(
                     "InvalidParameter",
@@ -348,18 +315,7 @@ class TranscodeProcessor:
             expected = info.duration - spec.start
             if spec.duration:
                 expected = min(expected, spec.duration)
-            try:
-                ffmpeg.run(
-                    build_args(spec, info, src, dst), deadline=ctx.deadline, cancelled=ctx.cancelled,
-                    expected_duration=expected, on_progress=ctx.progress,
-                )  # fmt: skip
-            except ffmpeg.FFmpegCancelled:
-                raise Cancelled() from None
-            except ffmpeg.FFmpegTimeout:
-                raise JobFailed("JobTimeout", "The job exceeded its maximum run time.") from None
-            except ffmpeg.FFmpegError as exc:
-                raise JobFailed("InternalError", f"FFmpeg failed: {exc}") from None
-            ctx.check()
+            run_ffmpeg(ctx, build_args(spec, info, src, dst), expected)
             result_info = probe(dst) if spec.container != "hls" else None
             stored: list[tuple[str, str]] = []
             if spec.container == "hls":
@@ -377,10 +333,3 @@ class TranscodeProcessor:
             nodes.append(("MediaInfo", result_info.nodes()))
         nodes.append(("MediaResult", media_result(out, stored)))
         return nodes  # type: ignore[return-value]
-
-
-def _rebuild(nodes: Nodes) -> bytes:
-    """The stored Operation node tree back as XML, for the same parser the API used."""
-    from ..nodes import render_xml
-
-    return render_xml("Operation", nodes)
