@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 from .. import errors
 from ..storage.service import MAX_PART_NUMBER, ObjectMeta, Upload
-from . import xmlcodec
+from . import mediasync, xmlcodec
 from .auth import AUTH_PARAMS
 from .common import (
     check_key,
@@ -124,9 +124,11 @@ async def dispatch(api: Api, call: Call) -> WireResponse:
             return await copy_object(api, call)
         return await put_object(api, call)
     if m in ("GET", "HEAD"):
-        sub = subresources(call, frozenset(("uploadid",)))
+        sub = subresources(call, frozenset(("uploadid", "ci-process")))
+        if "ci-process" in sub and m == "GET":
+            return await mediasync.dispatch(api, call, _q(call, "ci-process").strip().lower())
         if sub:
-            if m == "HEAD":
+            if m == "HEAD" or "ci-process" in sub:
                 raise errors.MethodNotAllowed()
             return await list_parts(api, call)
         return await get_object(api, call)

@@ -97,18 +97,8 @@ class JobContext:
             meta = self.objects.head(self.job.bucket, key)
         except Exception as exc:  # NoSuchKey, NoSuchBucket
             raise JobFailed("InputFileNotExist", f"The input object {key!r} does not exist.") from exc
-        if meta.data is not None:
-            # An inline (small) object: hand the processor a private temporary file.
-            tmp_dir = getattr(self.objects.blobs, "tmp_dir", None)
-            with tempfile.NamedTemporaryFile(dir=tmp_dir, prefix="input-", suffix=".part") as fh:
-                fh.write(meta.data)
-                fh.flush()
-                yield Path(fh.name)
-            return
-        local = getattr(self.objects.blobs, "path", None)
-        if local is None:  # pragma: no cover - remote blob stores arrive with scale-out
-            raise JobFailed("InternalError", "This blob store cannot hand out local files.")
-        yield Path(local(meta.blob))
+        with self.objects.local_file(meta) as path:
+            yield path
 
 
 def _content_type(key: str) -> str:
