@@ -119,6 +119,25 @@ class LocalBlobStore:
             raise
         return w.blob
 
+    def adopt(self, path: Path) -> BlobInfo:
+        """Make a finished file under our tmp dir a blob by renaming it (no copy).
+
+        The bytes are read once for MD5 and CRC-64; the file must be on this store's filesystem.
+        """
+        digests = Digests()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(READ_CHUNK), b""):
+                digests.update(chunk)
+            if self.fsync:
+                os.fsync(fh.fileno())
+        blob = new_blob_id()
+        final = self.path(blob)
+        final.parent.mkdir(exist_ok=True)
+        os.replace(path, final)
+        if self.fsync:
+            _fsync_dir(final.parent)
+        return BlobInfo(blob, digests.size, digests.md5_hex(), digests.md5_digest(), digests.crc)
+
     def delete(self, blob: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path(blob).unlink()
