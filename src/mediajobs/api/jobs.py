@@ -19,7 +19,7 @@ from ..jobs.store import ListFilter
 from ..nodes import Nodes, Value
 from ..processors import DOCUMENTED_TAGS, REGISTRY
 from ..processors.base import InvalidOperation, Submission
-from . import xmlcodec
+from . import templates, xmlcodec
 from .common import check_key, read_small, run
 from .wire import WireResponse, empty, xml_response
 
@@ -186,10 +186,13 @@ async def create_jobs(api: Api, call: Call, kind: str) -> WireResponse:
         tag = (xmlcodec.text(op, "Tag") if op is not None else "") or top_tag
         _tag_processor(tag, kind)
         level = _operation_checks(op)
+        # Templates first (spec queues-templates 2.6): the processor judges the merged Operation.
+        template_name = await templates.apply_templates(api, call.bucket, tag, op)
         try:
             REGISTRY[tag].validate(Submission(call.bucket, input_object, op))
         except InvalidOperation as exc:
             raise errors.InvalidArgument(f"{tag}: {exc}") from None
+        templates.echo_template_name(op, template_name)
         await _check_output(api, op)
         new.append(
             NewJob(

@@ -26,7 +26,7 @@ from ..jobs.render import tz_of
 from ..jobs.service import JobService
 from ..settings import Settings
 from ..storage.service import ObjectService
-from . import auth, buckets, jobs, objects, routes
+from . import auth, buckets, jobs, objects, routes, templates
 from .wire import WireResponse, empty, xml_response
 
 log = logging.getLogger("mediajobs.api")
@@ -138,6 +138,10 @@ CI_HANDLERS: dict[str, CiHandler] = {
     "DescribePicProcessQueues": jobs.list_queues,
     "UpdatePicProcessQueue": jobs.update_queue,
     "DescribeMediaBuckets": jobs.list_media_buckets,
+    "CreateMediaTemplate": templates.create_template,
+    "DescribeMediaTemplates": templates.describe_templates,
+    "UpdateMediaTemplate": templates.update_template,
+    "DeleteMediaTemplate": templates.delete_template,
 }
 # Served without a bucket in the Host (ci.<region>.myqcloud.com, or the bare IP with Python).
 BUCKETLESS = frozenset(("DescribeMediaBuckets",))

@@ -25,7 +25,7 @@ metadata = MetaData()
 
 # The newest migration in migrations/versions (a test keeps the two in step). Start-up reads
 # the database's revision and loads Alembic only when it differs.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 credentials = Table(
     "credentials",
@@ -174,6 +174,21 @@ outbox = Table(
     Column("next_attempt", Float, nullable=False),
     Column("last_error", Text),
     Index("ix_outbox_due", "next_attempt"),
+)
+
+# Custom media templates (spec/queues-templates.md 2); the Official presets are data in
+# jobs/templates.py. `params` is the JSON node tree of the Tag's parameters.
+templates = Table(
+    "templates",
+    metadata,
+    Column("template_id", String(40), primary_key=True),
+    Column("bucket", String(64), nullable=False),
+    Column("tag", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("params", Text, nullable=False),
+    Column("create_time", Float, nullable=False),
+    Column("update_time", Float, nullable=False),
+    Index("ix_templates_bucket", "bucket", "create_time", "template_id"),
 )
 
 # Server-wide values shared by every node (e.g. the key that signs NextTokens).

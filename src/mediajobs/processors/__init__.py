@@ -32,5 +32,12 @@ def register(cls: type[P]) -> type[P]:
     return cls
 
 
+from . import animation as _animation  # noqa: E402, F401
+from . import concat as _concat  # noqa: E402, F401
 from . import mediainfo as _mediainfo  # noqa: E402, F401  - each registers itself
+from . import segment as _segment  # noqa: E402, F401
+from . import smartcover as _smartcover  # noqa: E402, F401
+from . import snapshot as _snapshot  # noqa: E402, F401
+from . import streamextract as _streamextract  # noqa: E402, F401
 from . import transcode as _transcode  # noqa: E402, F401
+from . import videomontage as _videomontage  # noqa: E402, F401

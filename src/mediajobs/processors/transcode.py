@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from ..media import ffmpeg
-from ..nodes import Nodes
+from ..nodes import Nodes, Value
 from . import register
 from .base import InvalidOperation, JobContext, JobFailed, Submission
 from .common import MAX_INPUT_SECONDS, probe_input, run_ffmpeg
-from .output import expand, media_result, parse_output
+from .output import Output, expand, media_result, parse_output
 from .params import flag, num, operation_element, text
+from .watermark import PreparedMark, Watermark, overlay_graph, parse_watermarks, prepare
+
+if TYPE_CHECKING:
+    from ..media.probe import MediaInfo, VideoStreamInfo
 
 # Container.Format -> (muxer, extension, video codecs allowed, audio codecs allowed, default video, default audio)
 _CONTAINERS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...], str | None, str]] = {
@@ -101,10 +108,6 @@ class TranscodeSpec:
 
 def parse_transcode(op: ET.Element | None) -> TranscodeSpec:
     node = op.find("Transcode") if op is not None else None
-    if op is not None and op.findtext("TemplateId"):
-        raise InvalidOperation(
-            "TemplateId is not supported by this server yet; give the Transcode node inline."
-        )
     if node is None:
         raise InvalidOperation("Operation.Transcode (or a TemplateId) is required.")
     fmt = text(node, "Container/Format").lower()
@@ -223,57 +226,67 @@ def _scale(spec: TranscodeSpec, src_w: int, src_h: int) -> tuple[int, int] | Non
     return tw, th
 
 
-def build_args(spec: TranscodeSpec, info: object, src: Path, dst: Path) -> list[str]:
-    from ..media.probe import MediaInfo
+def video_filters(spec: TranscodeSpec, v: VideoStreamInfo) -> tuple[list[str], tuple[int, int]]:
+    """The scale and rotate filters for the first video stream, and the frame size they give."""
+    filters = []
+    w, h = (v.height, v.width) if round(abs(v.rotation)) % 180 == 90 else (v.width, v.height)
+    size = _scale(spec, v.width, v.height)
+    if size:
+        filters.append(f"scale={size[0]}:{size[1]}")
+        w, h = size
+    filters += {90: ["transpose=1"], 180: ["hflip", "vflip"], 270: ["transpose=2"]}.get(spec.rotate, [])
+    if spec.rotate in (90, 270):
+        w, h = h, w
+    return filters, (w, h)
 
-    assert isinstance(info, MediaInfo)
-    before = ["-ss", f"{spec.start:.3f}"] if spec.start else []
-    args = ffmpeg.safe_input(str(src), info.demuxer, before=before)
-    if spec.duration is not None:
-        args += ["-t", f"{spec.duration:.3f}"]
-    args += ["-map_metadata", "-1"] if spec.delete_metadata else []
-    if spec.video_codec and info.video:
-        v = info.video[0]
-        args += ["-map", "0:v:0", "-c:v", _VIDEO_ENCODERS[spec.video_codec]]
-        filters = []
-        size = _scale(spec, v.width, v.height)
-        if size:
-            filters.append(f"scale={size[0]}:{size[1]}")
-        filters += {90: ["transpose=1"], 180: ["hflip", "vflip"], 270: ["transpose=2"]}.get(spec.rotate, [])
-        if filters:
-            args += ["-vf", ",".join(filters)]
-        if spec.fps:
-            args += ["-r", f"{spec.fps:g}"]
-        if spec.video_bitrate:
-            args += ["-b:v", f"{spec.video_bitrate}k"]
-        if spec.crf is not None and not spec.video_bitrate:
-            args += ["-crf", f"{spec.crf:g}"] + (["-b:v", "0"] if spec.video_codec in ("vp8", "vp9") else [])
-        if spec.maxrate:
-            args += ["-maxrate", f"{spec.maxrate}k", "-bufsize", f"{spec.bufsize or spec.maxrate * 2}k"]
-        if spec.gop:
-            args += ["-g", str(spec.gop)]
-        if spec.preset and spec.video_codec in ("h264", "h265"):
-            args += ["-preset", spec.preset]
-        elif spec.video_codec in ("vp8", "vp9"):
-            args += ["-deadline", "realtime" if spec.preset == "realtime" else "good", "-cpu-used", "4"]
-        elif spec.video_codec == "av1":
-            args += ["-preset", "8"]
-        if spec.profile:
-            args += ["-profile:v", spec.profile]
-        if spec.pixfmt or spec.video_codec in ("h264", "h265"):
-            args += ["-pix_fmt", spec.pixfmt or "yuv420p"]
-    if spec.audio_codec and info.audio:
-        args += ["-map", "0:a:0", "-c:a", _AUDIO_ENCODERS[spec.audio_codec]]
-        if spec.sample_rate:
-            args += ["-ar", str(spec.sample_rate)]
-        elif spec.audio_codec == "opus":
-            args += ["-ar", "48000"]
-        if spec.audio_bitrate:
-            args += ["-b:a", f"{spec.audio_bitrate}k"]
-        if spec.channels:
-            args += ["-ac", str(spec.channels)]
+
+def video_encoder_args(spec: TranscodeSpec) -> list[str]:
+    """Encoder options of the video output (after its -map)."""
+    assert spec.video_codec is not None
+    args = ["-c:v", _VIDEO_ENCODERS[spec.video_codec]]
+    if spec.fps:
+        args += ["-r", f"{spec.fps:g}"]
+    if spec.video_bitrate:
+        args += ["-b:v", f"{spec.video_bitrate}k"]
+    if spec.crf is not None and not spec.video_bitrate:
+        args += ["-crf", f"{spec.crf:g}"] + (["-b:v", "0"] if spec.video_codec in ("vp8", "vp9") else [])
+    if spec.maxrate:
+        args += ["-maxrate", f"{spec.maxrate}k", "-bufsize", f"{spec.bufsize or spec.maxrate * 2}k"]
+    if spec.gop:
+        args += ["-g", str(spec.gop)]
+    if spec.preset and spec.video_codec in ("h264", "h265"):
+        args += ["-preset", spec.preset]
+    elif spec.video_codec in ("vp8", "vp9"):
+        args += ["-deadline", "realtime" if spec.preset == "realtime" else "good", "-cpu-used", "4"]
+    elif spec.video_codec == "av1":
+        args += ["-preset", "8"]
+    if spec.profile:
+        args += ["-profile:v", spec.profile]
+    if spec.pixfmt or spec.video_codec in ("h264", "h265"):
+        args += ["-pix_fmt", spec.pixfmt or "yuv420p"]
+    return args
+
+
+def audio_encoder_args(spec: TranscodeSpec) -> list[str]:
+    """Encoder options of the audio output (after its -map)."""
+    assert spec.audio_codec is not None
+    args = ["-c:a", _AUDIO_ENCODERS[spec.audio_codec]]
+    if spec.sample_rate:
+        args += ["-ar", str(spec.sample_rate)]
+    elif spec.audio_codec == "opus":
+        args += ["-ar", "48000"]
+    if spec.audio_bitrate:
+        args += ["-b:a", f"{spec.audio_bitrate}k"]
+    if spec.channels:
+        args += ["-ac", str(spec.channels)]
+    return args
+
+
+def muxer_args(spec: TranscodeSpec, dst: Path, *, has_video: bool) -> list[str]:
+    """The container options and the output path (HLS: segments next to the playlist)."""
+    args: list[str] = []
     if spec.container == "hls":
-        if spec.video_codec and info.video:
+        if has_video:
             # Segments can only start on key frames: put one at every segment boundary.
             args += ["-force_key_frames", f"expr:gte(t,n_forced*{spec.segment_seconds:g})"]
         args += ["-f", "hls", "-hls_time", f"{spec.segment_seconds:g}", "-hls_playlist_type", "vod",
@@ -285,6 +298,57 @@ def build_args(spec: TranscodeSpec, info: object, src: Path, dst: Path) -> list[
     return [*args, "-y", str(dst)]
 
 
+def build_args(
+    spec: TranscodeSpec, info: MediaInfo, src: Path, dst: Path, watermarks: Sequence[PreparedMark] = ()
+) -> list[str]:
+    before = ["-ss", f"{spec.start:.3f}"] if spec.start else []
+    args = ffmpeg.safe_input(str(src), info.demuxer, before=before)
+    video = bool(spec.video_codec and info.video)
+    graph: list[str] = []
+    if video:
+        filters, frame = video_filters(spec, info.video[0])
+        if watermarks:
+            # Images are more inputs (1, 2, ...): they go before the output options.
+            inputs, graph = overlay_graph(watermarks, frame, "vbase", 1, "vout")
+            args += inputs
+            graph.insert(0, f"[0:v:0]{','.join(filters) or 'null'}[vbase]")
+    if spec.duration is not None:
+        args += ["-t", f"{spec.duration:.3f}"]
+    args += ["-map_metadata", "-1"] if spec.delete_metadata else []
+    if video:
+        if graph:
+            args += ["-filter_complex", ";".join(graph), "-map", "[vout]"]
+        else:
+            args += ["-map", "0:v:0"]
+            if filters:
+                args += ["-vf", ",".join(filters)]
+        args += video_encoder_args(spec)
+    if spec.audio_codec and info.audio:
+        args += ["-map", "0:a:0", *audio_encoder_args(spec)]
+    return args + muxer_args(spec, dst, has_video=video)
+
+
+def store_media(ctx: JobContext, spec: TranscodeSpec, out: Output, key: str, dst: Path, work: Path) -> Nodes:
+    """Store a finished output (HLS: segments first, then the playlist); MediaInfo and MediaResult."""
+    from ..media.probe import probe
+
+    result_info = probe(dst) if spec.container != "hls" else None
+    stored: list[tuple[str, str]] = []
+    if spec.container == "hls":
+        # Segments first, the playlist last: a reader never finds a playlist whose parts are missing.
+        base = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+        for seg in sorted(work.glob(f"{dst.stem}-*.ts"), key=lambda p: int(p.stem.rsplit("-", 1)[1])):
+            ctx.store_output(out.bucket, base + seg.name.replace(f"{dst.stem}-", Path(key).stem + "-"), seg)
+        playlist = dst.read_text().replace(f"{dst.stem}-", Path(key).stem + "-")
+        dst.write_text(playlist)
+    stored.append((key, ctx.store_output(out.bucket, key, dst)))
+    nodes: list[tuple[str, Value]] = []
+    if result_info is not None:
+        nodes.append(("MediaInfo", result_info.nodes()))
+    nodes.append(("MediaResult", media_result(out, stored)))
+    return nodes
+
+
 @register
 class TranscodeProcessor:
     tag: ClassVar[str] = "Transcode"
@@ -292,16 +356,19 @@ class TranscodeProcessor:
     time_limit: ClassVar[float] = 3 * 3600.0
 
     def validate(self, sub: Submission) -> None:
-        parse_transcode(sub.operation)
+        self.parse(sub.operation, sub.bucket)
         parse_output(sub.operation)
 
-    def run(self, ctx: JobContext) -> Nodes:
-        from ..media.probe import probe
-
-        op = operation_element(ctx.job.operation)
+    def parse(self, op: ET.Element | None, bucket: str) -> tuple[TranscodeSpec, list[Watermark]]:
         spec = parse_transcode(op)
+        marks = parse_watermarks(op, bucket)
+        return spec, marks if spec.video_codec else []  # an audio-only output has nothing to mark
+
+    def run(self, ctx: JobContext) -> Nodes:
+        op = operation_element(ctx.job.operation)
+        spec, marks = self.parse(op, ctx.job.bucket)
         out = parse_output(op)
-        with ctx.input_file() as src, ctx.workdir() as work:
+        with ctx.input_file() as src, ctx.workdir() as work, contextlib.ExitStack() as stack:
             info = probe_input(src)
             if spec.start and spec.start >= info.duration:
                 raise JobFailed(
@@ -315,21 +382,38 @@ class TranscodeProcessor:
             expected = info.duration - spec.start
             if spec.duration:
                 expected = min(expected, spec.duration)
-            run_ffmpeg(ctx, build_args(spec, info, src, dst), expected)
-            result_info = probe(dst) if spec.container != "hls" else None
-            stored: list[tuple[str, str]] = []
-            if spec.container == "hls":
-                # Segments first, the playlist last: a reader never finds a playlist whose parts are missing.
-                base = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
-                for seg in sorted(work.glob("out-*.ts"), key=lambda p: int(p.stem.rsplit("-", 1)[1])):
-                    ctx.store_output(out.bucket, base + seg.name.replace("out-", Path(key).stem + "-"), seg)
-                playlist = dst.read_text().replace("out-", Path(key).stem + "-")
-                dst.write_text(playlist)
-                stored.append((key, ctx.store_output(out.bucket, key, dst)))
-            else:
-                stored.append((key, ctx.store_output(out.bucket, key, dst)))
-        nodes: list[tuple[str, object]] = []
-        if result_info is not None:
-            nodes.append(("MediaInfo", result_info.nodes()))
-        nodes.append(("MediaResult", media_result(out, stored)))
-        return nodes  # type: ignore[return-value]
+            prepared = prepare(ctx, marks, stack, work) if info.video else []
+            run_ffmpeg(ctx, build_args(spec, info, src, dst, prepared), expected)
+            return store_media(ctx, spec, out, key, dst, work)
+
+
+def _container_for(op: ET.Element | None) -> str:
+    """Tag Watermark without a Transcode node: the container the output's extension names, else mp4."""
+    key = text(op, "Output/Object").lower()
+    ext = key.rsplit(".", 1)[1] if "." in key.rsplit("/", 1)[-1] else ""
+    video_containers = [name for name, c in _CONTAINERS.items() if c[2] and name not in ("hls", "webm")]
+    return ext if ext in video_containers else "mp4"
+
+
+@register
+class WatermarkProcessor(TranscodeProcessor):
+    """Tag Watermark (spec/tags.md Watermark): re-encode the input with its watermarks.
+
+    Codecs come from an optional Transcode node, else the defaults of the container that the
+    output's extension names (mp4 when it names none).
+    """
+
+    tag: ClassVar[str] = "Watermark"
+
+    def parse(self, op: ET.Element | None, bucket: str) -> tuple[TranscodeSpec, list[Watermark]]:
+        if op is not None and op.find("Transcode") is None:
+            op = copy.deepcopy(op)
+            ET.SubElement(
+                ET.SubElement(ET.SubElement(op, "Transcode"), "Container"), "Format"
+            ).text = _container_for(op)
+        spec, marks = super().parse(op, bucket)
+        if not marks:
+            raise InvalidOperation(
+                "A Watermark job needs a Watermark node (or WatermarkTemplateId) and a video output."
+            )
+        return spec, marks
