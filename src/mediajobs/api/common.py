@@ -8,7 +8,6 @@ import calendar
 import email.utils
 import hashlib
 import mimetypes
-import posixpath
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -17,6 +16,7 @@ from urllib.parse import quote
 import anyio.to_thread
 
 from .. import errors
+from ..keys import key_problem
 from ..storage.base import BlobInfo, BlobWriter
 
 if TYPE_CHECKING:
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-MAX_KEY_BYTES = 850
 MAX_META_BYTES = 4096
 WRITE_BATCH = 1024 * 1024
 STORAGE_CLASSES = frozenset(
@@ -55,14 +54,10 @@ async def run(fn: Callable[..., T], *args: object) -> T:
 
 
 def check_key(key: str) -> None:
-    if len(key.encode()) > MAX_KEY_BYTES:
-        raise errors.KeyTooLong(f"The key is longer than {MAX_KEY_BYTES} bytes.")
-    if key.startswith(("/", "\\")):
-        raise errors.InvalidObjectName("The key must not start with '/' or '\\'.")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
-        raise errors.InvalidObjectName("The key must not contain control characters.")
-    if posixpath.normpath("/" + key) == "/":
-        raise errors.InvalidObjectName(f"The key {key!r} names no object: it resolves to the bucket itself.")
+    problem = key_problem(key)
+    if problem is not None:
+        code, reason = problem
+        raise (errors.KeyTooLong if code == "KeyTooLong" else errors.InvalidObjectName)(reason)
 
 
 def url_encode(s: str) -> str:

@@ -7,6 +7,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from ..keys import key_problem
 from ..nodes import Nodes, Value
 from .base import InvalidOperation
 
@@ -33,6 +34,16 @@ def parse_output(op: ET.Element | None) -> Output:
     if unknown:
         raise InvalidOperation(f"Output.Object uses unknown variables: {', '.join(sorted(unknown))}.")
     return Output(values["Region"], values["Bucket"], values["Object"].lstrip("/"))
+
+
+def check_output_key(label: str, key: str) -> None:
+    """An output key (variables not yet expanded) must be a valid key of its bucket."""
+    problem = key_problem(key)
+    if problem is not None:
+        raise InvalidOperation(f"{label} {key!r} is not a valid object key: {problem[1]}")
+    unknown = {m.lower() for m in _VAR.findall(key)} - _KNOWN
+    if unknown:
+        raise InvalidOperation(f"{label} uses unknown variables: {', '.join(sorted(unknown))}.")
 
 
 def expand(pattern: str, *, input_key: str, job_id: str, ext: str, number: int | None = None) -> str:
