@@ -517,3 +517,35 @@ def test_stream_extract_refusals(srv: ServerProcess, cos: CosS3Client, output: d
         submit(cos, srv.bucket, "StreamExtract", "in/a.mp4", {"Output": output})
     assert (exc.value.get_status_code(), exc.value.get_error_code()) == (400, "InvalidArgument")
     assert "StreamExtract" in exc.value.get_error_msg()
+
+
+def test_concat_of_fragments_alone_needs_no_input(
+    srv: ServerProcess, cos: CosS3Client, tmp_path: Path
+) -> None:
+    b = srv.bucket
+    concat = {
+        "ConcatFragment": [
+            {"Url": "in/c.mp4", "FragmentIndex": "1"},
+            {"Url": "in/b.mp4", "FragmentIndex": "0"},
+        ],
+        "Container": {"Format": "mp4"},
+    }
+    job = {"Tag": "Concat", "Operation": {"ConcatTemplate": concat, "Output": out(b, "cat/no-input.mp4")}}
+    r = cos.ci_create_media_jobs(Bucket=b, Jobs=job, Lst={}, ContentType="application/xml")
+    jid = r["JobsDetail"][0]["JobId"]
+    deadline = time.monotonic() + 60
+    while (d := cos.ci_get_media_jobs(Bucket=b, JobIDs=jid)["JobsDetail"][0])["State"] not in (
+        "Success",
+        "Failed",
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert d["State"] == "Success", d
+    path = fetch(cos, b, "cat/no-input.mp4", tmp_path)
+    assert frames(path) == 90  # b (40) then c (50), by FragmentIndex
+    # a Tag that needs an input still refuses a request without one
+    with pytest.raises(CosServiceError) as exc:
+        cos.ci_create_media_jobs(
+            Bucket=b, Jobs={"Tag": "Transcode", "Operation": {}}, Lst={}, ContentType="application/xml"
+        )
+    assert exc.value.get_error_code() == "InvalidArgument"

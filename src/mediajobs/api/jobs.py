@@ -165,12 +165,17 @@ async def create_jobs(api: Api, call: Call, kind: str) -> WireResponse:
     top_tag = xmlcodec.text(root, "Tag")
     input_object = xmlcodec.text(root, "Input/Object").lstrip("/")
     operations: list[ET.Element | None] = list(root.findall("Operation")) or [None]
+    tags = [(xmlcodec.text(op, "Tag") if op is not None else "") or top_tag for op in operations]
+    for tag in tags:
+        _tag_processor(tag, kind)
     if not input_object:
-        raise errors.InvalidArgument("Input.Object is required.")
-    try:
-        check_key(input_object)
-    except errors.MediaJobsError as exc:
-        raise errors.InvalidArgument(f"Input.Object is not a valid object key: {exc.message}") from None
+        if any(getattr(REGISTRY[tag], "needs_input", True) for tag in tags):
+            raise errors.InvalidArgument("Input.Object is required.")
+    else:
+        try:
+            check_key(input_object)
+        except errors.MediaJobsError as exc:
+            raise errors.InvalidArgument(f"Input.Object is not a valid object key: {exc.message}") from None
     callback = _callback(root)
     hold = None
     if api.settings.test_controls and call.header("x-mediajobs-hold"):
@@ -182,9 +187,7 @@ async def create_jobs(api: Api, call: Call, kind: str) -> WireResponse:
     region = call.target.region or api.settings.region
     new: list[NewJob] = []
     now = time.time()
-    for op in operations:
-        tag = (xmlcodec.text(op, "Tag") if op is not None else "") or top_tag
-        _tag_processor(tag, kind)
+    for op, tag in zip(operations, tags, strict=True):
         level = _operation_checks(op)
         # Templates first (spec queues-templates 2.6): the processor judges the merged Operation.
         template_name = await templates.apply_templates(api, call.bucket, tag, op)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -50,6 +51,12 @@ def ffmpeg_exe() -> str:
             except (ImportError, RuntimeError):
                 _EXE = shutil.which("ffmpeg") or "ffmpeg"
     return _EXE
+
+
+def escape_value(value: str) -> str:
+    """One filter option value escaped for a filter graph (both levels of FFmpeg's quoting rules)."""
+    inner = re.sub(r"([\\':])", r"\\\1", value)
+    return re.sub(r"([\\'\[\],;])", r"\\\1", inner)
 
 
 def safe_input(path: str, demuxer: str, *, before: Sequence[str] = ()) -> list[str]:

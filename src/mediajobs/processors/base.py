@@ -118,6 +118,7 @@ class Processor(Protocol):
     tag: ClassVar[str]
     kind: ClassVar[str]  # "media" or "pic"
     time_limit: ClassVar[float]  # seconds a job of this Tag may run
+    # (optional) `needs_input: ClassVar[bool] = False` for a Tag that may run without Input.Object
 
     def validate(self, sub: Submission) -> None:
         """Raise InvalidOperation naming the node when the Operation cannot run."""

@@ -492,6 +492,8 @@ class ConcatProcessor:
     tag: ClassVar[str] = "Concat"
     kind: ClassVar[str] = "media"
     time_limit: ClassVar[float] = 3 * 3600.0
+    # Fragments alone may make the whole output (ordered by FragmentIndex).
+    needs_input: ClassVar[bool] = False
 
     def validate(self, sub: Submission) -> None:
         parse_concat(sub.operation, sub.bucket)

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..media import ffmpeg
+from ..media.ffmpeg import escape_value
 from ..nodes import Nodes, Value
 from . import register
 from .base import InvalidOperation, JobContext, JobFailed, Submission
 from .common import probe_input, run_ffmpeg
 from .output import expand, media_result, parse_output
 from .params import choice, flag, integer, operation_element
-from .watermark import escape_value
 
 MAX_COUNT = 10
 MAX_ANALYSED = 2000  # frames looked at, at most

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from ..media import ffmpeg
+from ..media.ffmpeg import escape_value
 from ..nodes import Nodes
 from . import register
 from .base import InvalidOperation, JobContext, JobFailed, Submission
@@ -42,7 +43,7 @@ from .transcode import (
     video_encoder_args,
     video_filters,
 )
-from .watermark import PreparedMark, Watermark, escape_value, overlay_graph, parse_watermarks, prepare
+from .watermark import PreparedMark, Watermark, overlay_graph, parse_watermarks, prepare
 
 if TYPE_CHECKING:
     from ..media.probe import MediaInfo

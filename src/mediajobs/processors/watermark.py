@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..media import ffmpeg
+from ..media.ffmpeg import escape_value
 from .base import InvalidOperation, JobContext, JobFailed
 from .common import MAX_INPUT_SECONDS, probe_input
 from .params import choice, flag, integer, num, text
@@ -315,12 +316,6 @@ def find_font(font_type: str, words: str = "") -> Path | None:
         if candidate in index:
             return index[candidate]
     return next(iter(sorted(index.values())), None)
-
-
-def escape_value(value: str) -> str:
-    """One filter option value escaped for a filter graph (both levels of FFmpeg's quoting rules)."""
-    inner = re.sub(r"([\\':])", r"\\\1", value)
-    return re.sub(r"([\\'\[\],;])", r"\\\1", inner)
 
 
 # ---- run time ----------------------------------------------------------------------------------
