@@ -5,7 +5,7 @@ beside the same FFmpeg command run directly in the same run (issue 5's figures).
 
 (a) Transcode of a 10 s 1080p30 H.264+AAC file to 720p H.264 (crf 23, veryfast) + AAC 128k;
 (b) Snapshot of one frame at 5 s, beside `ffmpeg -ss 5 -i in -frames:v 1 -q:v 2 out.jpg`;
-(c) a 5 s GIF at 480 px wide and 10 fps;
+(c) a 5 s GIF at 480 px wide and 10 fps (the Animation processor's own command as the baseline);
 (d) two Transcode jobs at once (two workers) beside two FFmpeg runs at once.
 The direct runs use the exact argument list the processor builds (for (a) and (d)), so the
 ratio is the job system's cost: HTTP, queueing, probing, storing the output, polling.
@@ -38,6 +38,28 @@ TRANSCODE = {
     "Video": {"Codec": "H.264", "Width": "1280", "Height": "720", "Crf": "23", "Preset": "veryfast"},
     "Audio": {"Codec": "aac", "Bitrate": "128"},
 }
+
+
+# 10 frames taken per second (AnimateFramesPerSecond) and played at 10 fps (Fps): a 5 s GIF.
+GIF = {
+    "Container": {"Format": "gif"},
+    "Video": {"Codec": "gif", "Width": "480", "Fps": "10", "AnimateFramesPerSecond": "10"},
+    "TimeInterval": {"Start": "0", "Duration": "5"},
+}
+
+
+def gif_args(src: Path, dst: Path) -> list[str]:
+    """The exact command the Animation processor builds for GIF."""
+    from mediajobs.processors import animation
+
+    op = ET.fromstring(
+        "<Operation><Animation><Container><Format>gif</Format></Container><Video><Codec>gif</Codec>"
+        "<Width>480</Width><Fps>10</Fps><AnimateFramesPerSecond>10</AnimateFramesPerSecond></Video>"
+        "<TimeInterval><Start>0</Start><Duration>5</Duration></TimeInterval></Animation></Operation>"
+    )
+    spec = animation.parse_animation(op)
+    info = probe(src)
+    return animation.build_args(spec, animation.make_plan(spec, info), info, src, dst)
 
 
 def ffmpeg(args: list[str]) -> None:
@@ -140,30 +162,9 @@ def main() -> int:
                     (
                         "(c) 5 s GIF, 480 px, 10 fps",
                         lambda: job(
-                            cos,
-                            b,
-                            "Animation",
-                            {
-                                "Animation": {
-                                    "Container": {"Format": "gif"},
-                                    "Video": {"Codec": "gif", "Width": "480", "Fps": "10"},
-                                    "TimeInterval": {"Start": "0", "Duration": "5"},
-                                },
-                                "Output": output(b, "out/c.gif"),
-                            },
+                            cos, b, "Animation", {"Animation": GIF, "Output": output(b, "out/c.gif")}
                         ),
-                        lambda: ffmpeg(
-                            [
-                                "-t",
-                                "5",
-                                "-i",
-                                str(src),
-                                "-filter_complex",
-                                "fps=10,scale=480:-1:flags=lanczos,split[a][b];[a]palettegen[p];[b][p]paletteuse",
-                                "-y",
-                                str(d / "c.gif"),
-                            ]
-                        ),
+                        lambda: ffmpeg(gif_args(src, d / "c.gif")),
                         1.1,
                     )
                 )

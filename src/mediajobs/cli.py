@@ -114,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "migrate":
         from .db.engine import make_engine, migrate
 
+        conf.data_dir.mkdir(parents=True, exist_ok=True)
         migrate(make_engine(conf.effective_database_url, fsync=conf.fsync))
         console.print("schema is up to date")
         return 0

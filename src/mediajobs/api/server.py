@@ -143,6 +143,7 @@ CI_HANDLERS: dict[str, CiHandler] = {
     "UpdateMediaTemplate": templates.update_template,
     "DeleteMediaTemplate": templates.delete_template,
 }
+BUCKET_CACHE_SECONDS = 2.0
 # Served without a bucket in the Host (ci.<region>.myqcloud.com, or the bare IP with Python).
 BUCKETLESS = frozenset(("DescribeMediaBuckets",))
 
@@ -156,6 +157,7 @@ class Api:
         self.credentials = credentials
         self.jobs = job_service
         self.tz = tz_of(settings.time_offset)
+        self._buckets_seen: dict[str, float] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -269,8 +271,15 @@ class Api:
         if action not in BUCKETLESS:
             if call.target.bucket is None:
                 raise errors.NoSuchBucket("The request names no bucket: use the bucket's host name.")
-            await anyio.to_thread.run_sync(self.service.require_bucket, call.bucket)
+            await self.require_bucket(call.bucket)
         return await handler(self, call)
+
+    async def require_bucket(self, bucket: str) -> None:
+        # A bucket seen a moment ago still exists: saves a thread hop and a query on every poll.
+        if self._buckets_seen.get(bucket, 0.0) > time.monotonic():
+            return
+        await anyio.to_thread.run_sync(self.service.require_bucket, bucket)
+        self._buckets_seen[bucket] = time.monotonic() + BUCKET_CACHE_SECONDS
 
     async def health(self, call: Call) -> WireResponse:
         if call.target.health == "readyz":

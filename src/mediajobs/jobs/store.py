@@ -92,6 +92,11 @@ class ListFilter:
 
 
 @dataclass(frozen=True)
+class Finished:
+    callback_queued: bool
+
+
+@dataclass(frozen=True)
 class Delivery:
     id: int
     job_id: str
@@ -232,9 +237,8 @@ class JobStore:
         if not wanted:
             return {}
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(jobs).where(jobs.c.job_id.in_(wanted), jobs.c.bucket == bucket, jobs.c.kind == kind)
-            ).all()
+            by_id = jobs.c.job_id == wanted[0] if len(wanted) == 1 else jobs.c.job_id.in_(wanted)
+            rows = conn.execute(select(jobs).where(by_id, jobs.c.bucket == bucket, jobs.c.kind == kind)).all()
         return {r.job_id: _job(r) for r in rows}
 
     def get(self, job_id: str) -> Job | None:
@@ -261,9 +265,13 @@ class JobStore:
             q = q.where(jobs.c.input_object == f.input_object)
         if after is not None:
             t, seq = after
+            # The plain range on created_at is what the index can seek on; the OR only breaks ties.
+            # Without it every page would scan from the window's edge down to the cursor.
             if f.ascending:
+                q = q.where(jobs.c.created_at >= t)
                 q = q.where(or_(jobs.c.created_at > t, and_(jobs.c.created_at == t, jobs.c.seq > seq)))
             else:
+                q = q.where(jobs.c.created_at <= t)
                 q = q.where(or_(jobs.c.created_at < t, and_(jobs.c.created_at == t, jobs.c.seq < seq)))
         if f.ascending:
             q = q.order_by(jobs.c.created_at, jobs.c.seq)
@@ -360,8 +368,8 @@ class JobStore:
         code: str = "Success",
         message: str = "",
         result: Any = None,
-    ) -> bool:
-        """End a running job we hold. False (nothing written) when the lease was lost."""
+    ) -> Finished | None:
+        """End a running job we hold. None (nothing written) when the lease was lost."""
         now = time.time()
         with self._write() as conn, conn.begin():
             row = conn.execute(
@@ -382,9 +390,9 @@ class JobStore:
                 .returning(jobs.c.queue_id, jobs.c.callback)
             ).first()
             if row is None:
-                return False
-            self._enqueue_callback(conn, job_id, row.queue_id, json.loads(row.callback or "{}"))
-        return True
+                return None
+            queued = self._enqueue_callback(conn, job_id, row.queue_id, json.loads(row.callback or "{}"))
+        return Finished(callback_queued=queued)
 
     def recover_expired(self) -> int:
         """Jobs whose worker died: back to Submitted, or Failed after MAX_ATTEMPTS tries."""
@@ -418,11 +426,11 @@ class JobStore:
 
     # ---- callbacks -------------------------------------------------------------------------
 
-    def _enqueue_callback(self, conn: Connection, job_id: str, queue_id: str, cb: dict[str, str]) -> None:
+    def _enqueue_callback(self, conn: Connection, job_id: str, queue_id: str, cb: dict[str, str]) -> bool:
         url = cb.get("CallBack", "")
         fmt = cb.get("CallBackFormat", "")
         if url == "no":
-            return
+            return False
         if not url:
             q = conn.execute(select(queues.c.notify).where(queues.c.queue_id == queue_id)).first()
             notify = json.loads(q.notify) if q else {}
@@ -432,17 +440,18 @@ class JobStore:
                 or notify.get("Type", "Url") != "Url"
                 or "TaskFinish" not in events
             ):
-                return
+                return False
             url = notify.get("Url", "")
             fmt = fmt or notify.get("ResultFormat", "")
         if not url or cb.get("CallBackType", "Url") not in ("", "Url"):
-            return
+            return False
         ctype = "application/json" if fmt.upper() == "JSON" else "application/xml"
         conn.execute(
             insert(outbox).values(
                 job_id=job_id, url=url, content_type=ctype, body="", attempts=0, next_attempt=time.time()
             )
         )
+        return True
 
     def take_due_deliveries(self, limit: int, hold_for: float) -> list[Delivery]:
         """Deliveries due now, each pushed `hold_for` seconds into the future so that no other

@@ -74,6 +74,11 @@ class Listener:
                 break
         return woke
 
+    def poke(self) -> None:
+        """Wake whoever waits on this listener (a thread of this process)."""
+        with contextlib.suppress(OSError):
+            self.sock.sendto(b"!", str(self.path))
+
     def close(self) -> None:
         self.sock.close()
         with contextlib.suppress(OSError):

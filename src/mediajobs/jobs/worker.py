@@ -114,12 +114,18 @@ class Worker:
             outcome = (State.FAILED, "InternalError", "Unexpected error while running the job.", None)
         finally:
             done.set()
+            if self.listener is not None:
+                # The watcher sleeps in the listener: wake it so it exits now, not at its next tick.
+                self.listener.poke()
         state, code, message, result = outcome
         if state != State.CANCEL:
-            if self.store.finish(job.job_id, self.owner, state, code=code, message=message, result=result):
-                self.on_finish()
-            else:
+            ended = self.store.finish(
+                job.job_id, self.owner, state, code=code, message=message, result=result
+            )
+            if ended is None:
                 log.info("job %s: result dropped, the job was cancelled or taken over", job.job_id)
+            elif ended.callback_queued:
+                self.on_finish()
         watcher.join()
 
     def _watch(self, job: Job, ctx: JobContext, done: threading.Event) -> None:
@@ -145,11 +151,12 @@ class Worker:
                 return
             if time.time() > ctx.deadline:
                 log.warning("job %s exceeded its run time", job.job_id)
-                self.store.finish(
+                ended = self.store.finish(
                     job.job_id, self.owner, State.FAILED, code="JobTimeout",
                     message="The job exceeded its maximum run time.",
                 )  # fmt: skip
-                self.on_finish()
+                if ended is not None and ended.callback_queued:
+                    self.on_finish()
                 ctx.cancelled.set()
                 if not done.wait(GRACE_SECONDS):
                     log.error("job %s does not stop; restarting this worker process", job.job_id)
