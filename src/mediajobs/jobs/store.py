@@ -253,10 +253,22 @@ class JobStore:
             q = q.where(jobs.c.queue_id == f.queue_id)
         if f.states:
             q = q.where(jobs.c.state.in_(list(f.states)))
-        if f.start is not None:
-            q = q.where(jobs.c.created_at >= f.start)
-        if f.end is not None:
-            q = q.where(jobs.c.created_at < f.end + 1)  # inclusive to the whole second
+        # One lower and one upper bound on created_at, so the index range is as tight as can be:
+        # with a cursor the cursor's time replaces the window's edge on its side (SQLite seeks on
+        # a single bound per side, and a looser one would make every later page scan further).
+        lower = f.start
+        upper = f.end + 1 if f.end is not None else None  # the end bound is inclusive to the second
+        upper_strict = True
+        if after is not None:
+            t_after = after[0]
+            if f.ascending:
+                lower = t_after if lower is None else max(lower, t_after)
+            elif upper is None or t_after < upper:
+                upper, upper_strict = t_after, False
+        if lower is not None:
+            q = q.where(jobs.c.created_at >= lower)
+        if upper is not None:
+            q = q.where(jobs.c.created_at < upper if upper_strict else jobs.c.created_at <= upper)
         if f.workflow_id:
             q = q.where(jobs.c.workflow_id == f.workflow_id)
         if f.inventory_job_id:
@@ -265,13 +277,10 @@ class JobStore:
             q = q.where(jobs.c.input_object == f.input_object)
         if after is not None:
             t, seq = after
-            # The plain range on created_at is what the index can seek on; the OR only breaks ties.
-            # Without it every page would scan from the window's edge down to the cursor.
+            # The range above is what the index seeks on; this only breaks ties within a second.
             if f.ascending:
-                q = q.where(jobs.c.created_at >= t)
                 q = q.where(or_(jobs.c.created_at > t, and_(jobs.c.created_at == t, jobs.c.seq > seq)))
             else:
-                q = q.where(jobs.c.created_at <= t)
                 q = q.where(or_(jobs.c.created_at < t, and_(jobs.c.created_at == t, jobs.c.seq < seq)))
         if f.ascending:
             q = q.order_by(jobs.c.created_at, jobs.c.seq)
