@@ -277,3 +277,64 @@ def test_bad_output_and_runtime_failures(srv: ServerProcess, cos: CosS3Client) -
     )
     assert (novideo["State"], novideo["Code"]) == ("Failed", "InvalidParameter")
     assert not cos.object_exists(Bucket=srv.bucket, Key="out/late.mp4")
+
+
+def _procs() -> list[tuple[int, int, str]]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            out.append((int(d.name), ppid, cmd))
+    return out
+
+
+def test_worker_killed_mid_transcode_leaves_no_encoder_and_the_job_reruns(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    with running_server(tmp_path / "d", args=["--workers", "1", "--lease-seconds", "2"]) as s:
+        cos = s.client()
+        cos.upload_file(
+            Bucket=s.bucket,
+            Key="in/long.mp4",
+            LocalFilePath=str(make_video(tmp_path / "l.mp4", seconds=4.0, width=640, height=360)),
+        )
+        jid = submit(
+            cos,
+            s.bucket,
+            "in/long.mp4",
+            {"Container": {"Format": "mkv"}, "Video": {"Codec": "H.265", "Preset": "slower"}},
+            "out/rerun.mkv",
+        )
+        wait(cos, s.bucket, jid, ("Running",))
+        assert s.proc is not None
+        deadline = time.monotonic() + 10
+        while True:
+            workers = [p for p in _procs() if p[1] == s.proc.pid and "mediajobs worker" in p[2]]
+            encoders = [
+                p
+                for p in _procs()
+                if "ffmpeg" in p[2] and "rerun" not in p[2] and workers and p[1] == workers[0][0]
+            ]
+            if workers and encoders:
+                break
+            assert time.monotonic() < deadline, "no ffmpeg under the worker"
+            time.sleep(0.05)
+        os.kill(workers[0][0], signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while any(p[0] == encoders[0][0] for p in _procs()):
+            assert time.monotonic() < deadline, "ffmpeg outlived its worker"
+            time.sleep(0.05)
+        # the supervisor starts a new worker; the lease expires; the job runs again and succeeds
+        d = wait(cos, s.bucket, jid, ("Success", "Failed"), timeout=120)
+        assert d["State"] == "Success", d
+        with av.open(str(fetch(cos, s.bucket, "out/rerun.mkv", tmp_path))) as c:
+            assert c.streams.video[0].codec_context.name == "hevc"
+        deadline = time.monotonic() + 10
+        while list((s.data_dir / "tmp").glob("job-*")):
+            assert time.monotonic() < deadline, "the dead worker's work directory was not removed"
+            time.sleep(0.2)

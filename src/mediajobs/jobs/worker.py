@@ -12,6 +12,7 @@ import ctypes
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..processors import REGISTRY
@@ -56,8 +58,28 @@ class Worker:
         self.kinds = sorted({p.kind for p in REGISTRY.values()})
         self._last_recover = 0.0
 
+    def sweep_workdirs(self) -> int:
+        """Remove the work directories of jobs that no worker runs any more (left by a crash)."""
+        tmp_dir = getattr(self.objects.blobs, "tmp_dir", None)
+        if tmp_dir is None:
+            return 0
+        removed = 0
+        for d in Path(tmp_dir).glob("job-*-*"):
+            job_id = d.name.split("-")[1]
+            job = self.store.get(job_id)
+            running = job is not None and job.state == State.RUNNING and (job.lease_until or 0) > time.time()
+            if not running:
+                shutil.rmtree(d, ignore_errors=True)
+                removed += 1
+        return removed
+
     def run_forever(self, stop: threading.Event) -> None:
         log.info("worker %s ready for %s", self.owner, ", ".join(sorted(REGISTRY)))
+        try:
+            if self.sweep_workdirs():
+                log.info("removed work directories left by stopped workers")
+        except Exception:
+            log.exception("could not sweep old work directories")
         while not stop.is_set():
             try:
                 self.step(stop)
@@ -72,6 +94,7 @@ class Worker:
             self._last_recover = now
             if self.store.recover_expired():
                 log.warning("returned jobs of dead workers to their queues")
+            self.sweep_workdirs()
         job = self.store.claim(self.owner, self.lease, self.kinds)
         if job is None:
             if self.listener is not None:

@@ -9,6 +9,7 @@ caller's job, so no orphan keeps encoding.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import shutil
@@ -64,6 +65,18 @@ def safe_input(path: str, demuxer: str, *, before: Sequence[str] = ()) -> list[s
     return [*before, "-protocol_whitelist", "file,pipe", "-f", demuxer, "-i", path]
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: FFmpeg gets SIGKILL if its worker dies (kill -9 included),
+    so a crashed worker never leaves an encoder running."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
 @dataclass
 class Progress:
     out_time: float = 0.0  # seconds of output written
@@ -100,6 +113,7 @@ def run(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group: one kill reaches its children too
+        preexec_fn=_die_with_parent,
     )
     tail: deque[str] = deque(maxlen=12)
 

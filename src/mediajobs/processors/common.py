@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 MAX_INPUT_SECONDS = 4 * 3600
 MAX_INPUT_PIXELS = 4096 * 4096
 MAX_INPUT_STREAMS = 16
+MAX_INPUT_BITRATE = 400_000_000  # bit/s: far above any camera's, far below a decompression bomb's
 
 
 def probe_input(path: Path, *, need_video: bool = False, need_audio: bool = False) -> MediaInfo:
@@ -29,6 +30,10 @@ def probe_input(path: Path, *, need_video: bool = False, need_audio: bool = Fals
         raise JobFailed("InputFileInvalid", f"The input is longer than {MAX_INPUT_SECONDS} s.")
     if any(v.width * v.height > MAX_INPUT_PIXELS for v in info.video):
         raise JobFailed("InputFileInvalid", "The input's resolution exceeds 4096x4096.")
+    if info.bit_rate > MAX_INPUT_BITRATE:
+        raise JobFailed(
+            "InputFileInvalid", f"The input's bitrate exceeds {MAX_INPUT_BITRATE // 1_000_000} Mbit/s."
+        )
     if info.num_streams > MAX_INPUT_STREAMS:
         raise JobFailed("InputFileInvalid", f"The input has more than {MAX_INPUT_STREAMS} streams.")
     if need_video and not info.video:
