@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import re
 import shutil
@@ -20,6 +21,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+log = logging.getLogger("mediajobs.ffmpeg")
 
 
 class FFmpegError(Exception):
@@ -96,6 +99,7 @@ def run(
     Raises FFmpegCancelled, FFmpegTimeout or FFmpegError; kills the process group on every path
     that does not end with FFmpeg's own success.
     """
+    started = time.monotonic()
     argv = [
         ffmpeg_exe(),
         "-hide_banner",
@@ -157,6 +161,7 @@ def run(
             proc.wait()
         for t in readers:
             t.join(timeout=2)
+    log.debug("ffmpeg exited %s after %.3f s: %s", code, time.monotonic() - started, " ".join(argv[-3:]))
     if code != 0:
         detail = " | ".join(tail) or f"exit status {code}"
         raise FFmpegError(detail[-1500:])
