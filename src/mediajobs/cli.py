@@ -153,6 +153,7 @@ def _worker(conf: settings.Settings, *, child: bool) -> int:
 def _serve(conf: settings.Settings) -> int:
     import uvicorn
 
+    from .api.httpserver import SpelledHttpToolsProtocol
     from .app import build
 
     try:
@@ -183,8 +184,8 @@ def _serve(conf: settings.Settings) -> int:
             built.api,
             host=conf.host,
             port=conf.port,
-            # h11 writes header names as given; the SDKs need `ETag`, not `etag`.
-            http="h11",
+            # httptools, with header names spelled as COS spells them (the SDKs need `ETag`).
+            http=SpelledHttpToolsProtocol,
             loop="auto",
             lifespan="off",
             access_log=False,

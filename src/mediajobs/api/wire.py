@@ -2,8 +2,8 @@
 
 The Python SDK copies response headers into a plain dict and looks up `ETag`,
 `Content-Length`, `x-cos-hash-crc64ecma`... case-sensitively (spec/objects.md 1.1), while
-Starlette lower-cases names. These classes keep the given spelling; the server runs on h11,
-which writes names as they are given.
+Starlette lower-cases names. These classes keep the given spelling, and api/httpserver.py
+makes uvicorn write it.
 """
 
 from __future__ import annotations
