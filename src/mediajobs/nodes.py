@@ -7,6 +7,7 @@ API so that processors and probes can build results without importing the HTTP l
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from typing import Union
 from xml.sax.saxutils import escape
@@ -37,3 +38,25 @@ def render_xml(root: str, nodes: Nodes) -> bytes:
     _render(nodes, out)
     out.append(f"</{root}>")
     return "".join(out).encode()
+
+
+def element_nodes(elem: ET.Element) -> Nodes:
+    """An element's children as a node tree (empty leaves become None); the inverse of render_xml."""
+    out: list[tuple[str, Value]] = []
+    for child in elem:
+        if len(child):
+            out.append((child.tag, element_nodes(child)))
+        else:
+            out.append((child.tag, (child.text or "").strip() or None))
+    return out
+
+
+def build_element(name: str, nodes: Nodes) -> ET.Element:
+    """`<name>nodes</name>` as an element: the inverse of element_nodes."""
+    elem = ET.Element(name)
+    for child_name, value in nodes:
+        if value is None or isinstance(value, str):
+            ET.SubElement(elem, child_name).text = value
+        else:
+            elem.append(build_element(child_name, value))
+    return elem

@@ -310,7 +310,8 @@ def test_official_presets(srv: ServerProcess, cos: CosS3Client) -> None:
 
 def test_every_official_preset_passes_its_processor() -> None:
     """Each preset, as a job would carry it, is accepted by the processor of its Tag."""
-    from mediajobs.jobs.templates import OFFICIAL_TEMPLATES, build_element
+    from mediajobs.jobs.templates import OFFICIAL_TEMPLATES
+    from mediajobs.nodes import build_element
     from mediajobs.processors import REGISTRY
     from mediajobs.processors.base import Submission
 

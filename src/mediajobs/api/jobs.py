@@ -16,7 +16,7 @@ from .. import errors
 from ..jobs.model import ALL_STATES, CATEGORY, MEDIA, PIC, NewJob, Queue, new_job_id
 from ..jobs.render import fmt_time, job_detail
 from ..jobs.store import ListFilter
-from ..nodes import Nodes, Value
+from ..nodes import Nodes, Value, element_nodes
 from ..processors import DOCUMENTED_TAGS, REGISTRY
 from ..processors.base import InvalidOperation, Submission
 from . import templates, xmlcodec
@@ -79,18 +79,6 @@ def queue_nodes(q: Queue, tz: timezone) -> Nodes:
         ("CreateTime", fmt_time(q.create_time, tz)),
         ("Category", q.category),
     ]
-
-
-def element_nodes(elem: ET.Element) -> Nodes:
-    """A request element's children as a node tree, to echo back as sent."""
-    out: list[tuple[str, Value]] = []
-    for child in elem:
-        if len(child):
-            out.append((child.tag, element_nodes(child)))
-        else:
-            text = (child.text or "").strip()
-            out.append((child.tag, text or None))
-    return out
 
 
 # ---- create ------------------------------------------------------------------------------

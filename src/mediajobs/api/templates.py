@@ -25,10 +25,9 @@ from ..jobs.templates import (
     Query,
     Template,
     TemplateStore,
-    build_element,
     request_params,
 )
-from ..nodes import Nodes, Value
+from ..nodes import Nodes, Value, build_element
 from ..processors import REGISTRY
 from ..processors.base import InvalidOperation, Submission
 from . import xmlcodec

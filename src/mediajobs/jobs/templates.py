@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, delete, func, insert, select, update
 
 from ..db.schema import templates
-from ..nodes import Nodes, Value
+from ..nodes import Nodes, Value, element_nodes
 from .model import as_nodes
 
 CUSTOM = "Custom"
@@ -116,28 +116,6 @@ class Template:
 
 
 # ---- node trees ------------------------------------------------------------------------------
-
-
-def element_nodes(elem: ET.Element) -> Nodes:
-    """An element's children as a node tree (empty leaves become None)."""
-    out: list[tuple[str, Value]] = []
-    for child in elem:
-        if len(child):
-            out.append((child.tag, element_nodes(child)))
-        else:
-            out.append((child.tag, (child.text or "").strip() or None))
-    return out
-
-
-def build_element(name: str, nodes: Nodes) -> ET.Element:
-    """The inverse of element_nodes: `<name>nodes</name>`."""
-    elem = ET.Element(name)
-    for child_name, value in nodes:
-        if value is None or isinstance(value, str):
-            ET.SubElement(elem, child_name).text = value
-        else:
-            elem.append(build_element(child_name, value))
-    return elem
 
 
 def request_params(tag: str, request: ET.Element) -> Nodes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 
-from ..nodes import Nodes, render_xml
+from ..nodes import Nodes, build_element
 from .base import InvalidOperation
 
 
@@ -56,4 +56,4 @@ def choice(node: ET.Element | None, path: str, allowed: tuple[str, ...], default
 
 def operation_element(nodes: Nodes) -> ET.Element:
     """A job's stored Operation as an element again, for the parser the API validated it with."""
-    return ET.fromstring(render_xml("Operation", nodes))
+    return build_element("Operation", nodes)
