@@ -338,3 +338,38 @@ def test_worker_killed_mid_transcode_leaves_no_encoder_and_the_job_reruns(tmp_pa
         while list((s.data_dir / "tmp").glob("job-*")):
             assert time.monotonic() < deadline, "the dead worker's work directory was not removed"
             time.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    ("method", "black_bars"),
+    [("scale", False), ("crop", False), ("pad", True)],
+)
+def test_adj_dar_method(
+    srv: ServerProcess, cos: CosS3Client, tmp_path: Path, method: str, black_bars: bool
+) -> None:
+    # 640x360 (16:9) into 320x320 (1:1): pad leaves black bars above and below, crop and scale do not.
+    tr = {"Container": {"Format": "mp4"}, "Video": {"Codec": "H.264", "Width": "320", "Height": "320"},
+          "TransConfig": {"AdjDarMethod": method}}  # fmt: skip
+    key = f"out/dar-{method}.mp4"
+    d = wait(cos, srv.bucket, submit(cos, srv.bucket, "in/clip.mp4", tr, key))
+    assert d["State"] == "Success", d
+    with av.open(str(fetch(cos, srv.bucket, key, tmp_path))) as c:
+        frame = next(c.decode(video=0))
+        assert (frame.width, frame.height) == (320, 320)
+        luma = frame.reformat(format="gray").planes[0]
+        row = bytes(luma)[: luma.line_size]  # the top row
+    top = sum(row[:320]) / 320
+    assert (top < 24) == black_bars, (method, top)
+
+
+def test_is_check_rules_keep_the_source_or_fail(srv: ServerProcess, cos: CosS3Client, tmp_path: Path) -> None:
+    keep = {"Container": {"Format": "mp4"}, "Video": {"Codec": "H.264", "Fps": "50"},
+            "TransConfig": {"IsCheckVideoFps": "true", "VideoFpsAdjMethod": "0"}}  # fmt: skip
+    d = wait(cos, srv.bucket, submit(cos, srv.bucket, "in/clip.mp4", keep, "out/fps-kept.mp4"))
+    assert d["State"] == "Success", d
+    assert probe(fetch(cos, srv.bucket, "out/fps-kept.mp4", tmp_path)).video[0].avg_fps == 25
+    fail = {"Container": {"Format": "mp4"}, "Video": {"Codec": "H.264", "Bitrate": "40000"},
+            "TransConfig": {"IsCheckVideoBitrate": "true", "VideoBitrateAdjMethod": "1"}}  # fmt: skip
+    d = wait(cos, srv.bucket, submit(cos, srv.bucket, "in/clip.mp4", fail, "out/never-bitrate.mp4"))
+    assert (d["State"], d["Code"]) == ("Failed", "InvalidParameter"), d
+    assert not cos.object_exists(Bucket=srv.bucket, Key="out/never-bitrate.mp4")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from . import register
 from .base import InvalidOperation, JobContext, JobFailed, Submission
 from .common import MAX_INPUT_SECONDS, probe_input, run_ffmpeg
 from .output import Output, expand, media_result, parse_output
-from .params import flag, num, operation_element, text
+from .params import choice, flag, num, operation_element, text
 from .watermark import PreparedMark, Watermark, overlay_graph, parse_watermarks, prepare
 
 if TYPE_CHECKING:
@@ -93,6 +94,12 @@ class TranscodeSpec:
     duration: float | None = None
     check_reso: bool = False
     reso_fail: bool = False
+    adj_dar: str = "none"  # scale | crop | pad | none: how Width x Height meets another aspect ratio
+    # (check, fail) pairs of TransConfig.IsCheck* / *AdjMethod: when the target exceeds the
+    # source, 0 keeps the source's value and 1 fails the job.
+    check_vbitrate: tuple[bool, bool] = (False, False)
+    check_abitrate: tuple[bool, bool] = (False, False)
+    check_fps: tuple[bool, bool] = (False, False)
     delete_metadata: bool = False
     segment_seconds: float = 5.0
     extra: list[str] = field(default_factory=list)
@@ -198,6 +205,16 @@ def parse_transcode(op: ET.Element | None) -> TranscodeSpec:
     if method not in ("", "0", "1"):
         raise InvalidOperation("TransConfig.ResoAdjMethod must be 0 or 1.")
     spec.reso_fail = method == "1"
+    spec.adj_dar = choice(node, "TransConfig/AdjDarMethod", ("scale", "crop", "pad", "none"), "none")
+    for attr, check, adj in (
+        ("check_vbitrate", "IsCheckVideoBitrate", "VideoBitrateAdjMethod"),
+        ("check_abitrate", "IsCheckAudioBitrate", "AudioBitrateAdjMethod"),
+        ("check_fps", "IsCheckVideoFps", "VideoFpsAdjMethod"),
+    ):
+        how = text(node, f"TransConfig/{adj}")
+        if how not in ("", "0", "1"):
+            raise InvalidOperation(f"TransConfig.{adj} must be 0 or 1.")
+        setattr(spec, attr, (flag(node, f"TransConfig/{check}"), how == "1"))
     spec.delete_metadata = flag(node, "TransConfig/DeleteMetadata")
     seg = num(node, "Container/ClipConfig/Duration", 1, 600)
     spec.segment_seconds = seg or 5.0
@@ -232,7 +249,22 @@ def video_filters(spec: TranscodeSpec, v: VideoStreamInfo) -> tuple[list[str], t
     w, h = (v.height, v.width) if round(abs(v.rotation)) % 180 == 90 else (v.width, v.height)
     size = _scale(spec, v.width, v.height)
     if size:
-        filters.append(f"scale={size[0]}:{size[1]}")
+        both = spec.width is not None and spec.height is not None
+        if both and spec.adj_dar == "crop":
+            # Fill the frame, then cut what overflows (centred).
+            filters += [
+                f"scale={size[0]}:{size[1]}:force_original_aspect_ratio=increase",
+                f"crop={size[0]}:{size[1]}",
+            ]
+        elif both and spec.adj_dar == "pad":
+            # Fit inside the frame, then pad to it (centred, black).
+            filters += [
+                f"scale={size[0]}:{size[1]}:force_original_aspect_ratio=decrease",
+                f"pad={size[0]}:{size[1]}:(ow-iw)/2:(oh-ih)/2",
+            ]
+        else:
+            filters.append(f"scale={size[0]}:{size[1]}")
+        filters.append("setsar=1")
         w, h = size
     filters += {90: ["transpose=1"], 180: ["hflip", "vflip"], 270: ["transpose=2"]}.get(spec.rotate, [])
     if spec.rotate in (90, 270):
@@ -296,6 +328,44 @@ def muxer_args(spec: TranscodeSpec, dst: Path, *, has_video: bool) -> list[str]:
         if spec.muxer in ("mp4", "mov", "ipod"):
             args += ["-movflags", "+faststart"]
     return [*args, "-y", str(dst)]
+
+
+def fit_to_source(spec: TranscodeSpec, info: MediaInfo) -> TranscodeSpec:
+    """Apply TransConfig's IsCheck* rules: a target above the source keeps the source's value or fails."""
+    changes: dict[str, object] = {}
+
+    def check(
+        rule: tuple[bool, bool], label: str, target: float | None, source: float | None, field: str
+    ) -> None:
+        enabled, fail = rule
+        if not enabled or not target or not source or target <= source:
+            return
+        if fail:
+            raise JobFailed(
+                "InvalidParameter", f"The target {label} {target:g} exceeds the input's {source:g}."
+            )
+        changes[field] = type(target)(source)
+
+    if info.video:
+        v = info.video[0]
+        check(
+            spec.check_vbitrate,
+            "video bitrate (kbit/s)",
+            spec.video_bitrate,
+            v.bit_rate // 1000,
+            "video_bitrate",
+        )
+        check(spec.check_fps, "frame rate", spec.fps, float(v.avg_fps or v.fps or 0), "fps")
+    if info.audio:
+        a = info.audio[0]
+        check(
+            spec.check_abitrate,
+            "audio bitrate (kbit/s)",
+            spec.audio_bitrate,
+            a.bit_rate // 1000,
+            "audio_bitrate",
+        )
+    return dataclasses.replace(spec, **changes) if changes else spec  # type: ignore[arg-type]
 
 
 def build_args(
@@ -377,6 +447,7 @@ class TranscodeProcessor:
                 )
             if not (spec.video_codec and info.video) and not (spec.audio_codec and info.audio):
                 raise JobFailed("InvalidParameter", "The input has none of the streams the output asks for.")
+            spec = fit_to_source(spec, info)
             key = expand(out.object, input_key=ctx.job.input_object, job_id=ctx.job.job_id, ext=spec.ext)
             dst = work / f"out.{spec.ext}"
             expected = info.duration - spec.start
