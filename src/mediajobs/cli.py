@@ -33,6 +33,11 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="Worker processes (default: one per core; 0: none).")
     p.add_argument("--lease-seconds", type=float, help="Lease of a running job (default 30).")
     p.add_argument("--job-timeout", type=float, help="Longest run time of a job in seconds (default 3600).")
+    p.add_argument(
+        "--hardware-encoder",
+        choices=["off", "auto", "nvenc", "vaapi", "qsv"],
+        help="Use a hardware video encoder when one works on this machine (default off).",
+    )
 
 
 def parser() -> argparse.ArgumentParser:

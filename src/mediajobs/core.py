@@ -49,6 +49,7 @@ def run_worker(settings: Settings, stop: threading.Event) -> None:
     from .callbacks.deliver import Deliverer
     from .jobs.render import tz_of
     from .jobs.worker import Worker
+    from .media.hwaccel import usable
 
     core = build_core(settings, migrate_schema=False)
     deliverer = Deliverer(core.store, tz_of(settings.time_offset), settings.callback_timeout)
@@ -62,6 +63,7 @@ def run_worker(settings: Settings, stop: threading.Event) -> None:
             job_timeout=settings.job_timeout,
             listener=listener,
             on_finish=deliverer.wake.set,
+            hardware=usable(settings.hardware_encoder),
         ).run_forever(stop)
     finally:
         listener.close()

@@ -66,6 +66,11 @@ class Settings:
         "Honour the x-mediajobs-hold request header (hold a new job in Running for N seconds), for tests.",
     )
     callback_timeout: float = _f(5.0, "Seconds to wait for a callback receiver before retrying later.")
+    hardware_encoder: str = _f(
+        "off",
+        "Hardware video encoding for H.264/H.265/AV1: off, auto, nvenc, vaapi or qsv; used only when "
+        "a trial encode works on this machine (checked when a worker starts).",
+    )
 
     @property
     def sqlite_path(self) -> Path:
@@ -140,7 +145,10 @@ def load(
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = _coerce(name, hints[name], value)
-    return Settings(**values)
+    conf = Settings(**values)
+    if conf.hardware_encoder not in ("off", "auto", "nvenc", "vaapi", "qsv"):
+        raise ValueError("setting hardware_encoder: use off, auto, nvenc, vaapi or qsv")
+    return conf
 
 
 def effective_workers(s: Settings) -> int:

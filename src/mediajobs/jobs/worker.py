@@ -46,7 +46,9 @@ class Worker:
         listener: Listener | None,
         on_finish: Callable[[], None] = lambda: None,
         idle_poll: float = 1.0,
+        hardware: frozenset[str] = frozenset(),
     ) -> None:
+        self.hardware = hardware
         self.store = store
         self.objects = objects
         self.lease = lease
@@ -113,6 +115,7 @@ class Worker:
             objects=self.objects,
             deadline=time.time() + limit,
             on_progress=lambda pct: self.store.set_progress(job.job_id, self.owner, pct),
+            hardware=self.hardware,
         )
         done = threading.Event()
         watcher = threading.Thread(target=self._watch, args=(job, ctx, done), daemon=True, name="job-watcher")

@@ -54,6 +54,7 @@ class JobContext:
     deadline: float
     cancelled: threading.Event = field(default_factory=threading.Event)
     on_progress: Callable[[int], None] = lambda _p: None
+    hardware: frozenset[str] = frozenset()  # usable hardware encoders, when the operator allows them
 
     def check(self) -> None:
         """Call between steps: raises if the job was cancelled or ran out of time."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from ..media import ffmpeg
+from ..media import ffmpeg, hwaccel
 from ..nodes import Nodes, Value
 from . import register
 from .base import InvalidOperation, JobContext, JobFailed, Submission
@@ -100,6 +100,7 @@ class TranscodeSpec:
     check_vbitrate: tuple[bool, bool] = (False, False)
     check_abitrate: tuple[bool, bool] = (False, False)
     check_fps: tuple[bool, bool] = (False, False)
+    hw_encoder: str | None = None  # a hardware encoder chosen at run time (media/hwaccel.py)
     delete_metadata: bool = False
     segment_seconds: float = 5.0
     extra: list[str] = field(default_factory=list)
@@ -267,6 +268,8 @@ def video_filters(spec: TranscodeSpec, v: VideoStreamInfo) -> tuple[list[str], t
         filters.append("setsar=1")
         w, h = size
     filters += {90: ["transpose=1"], 180: ["hflip", "vflip"], 270: ["transpose=2"]}.get(spec.rotate, [])
+    if spec.hw_encoder:
+        filters += hwaccel.filters(spec.hw_encoder)
     if spec.rotate in (90, 270):
         w, h = h, w
     return filters, (w, h)
@@ -275,6 +278,17 @@ def video_filters(spec: TranscodeSpec, v: VideoStreamInfo) -> tuple[list[str], t
 def video_encoder_args(spec: TranscodeSpec) -> list[str]:
     """Encoder options of the video output (after its -map)."""
     assert spec.video_codec is not None
+    if spec.hw_encoder:
+        args = hwaccel.encoder_args(
+            spec.hw_encoder, crf=spec.crf, bitrate_k=spec.video_bitrate, preset=spec.preset
+        )
+        if spec.gop:
+            args += ["-g", str(spec.gop)]
+        if spec.profile:
+            args += ["-profile:v", spec.profile]
+        if not spec.hw_encoder.endswith("_vaapi"):
+            args += ["-pix_fmt", "yuv420p"]
+        return args
     args = ["-c:v", _VIDEO_ENCODERS[spec.video_codec]]
     if spec.fps:
         args += ["-r", f"{spec.fps:g}"]
@@ -371,7 +385,8 @@ def fit_to_source(spec: TranscodeSpec, info: MediaInfo) -> TranscodeSpec:
 def build_args(
     spec: TranscodeSpec, info: MediaInfo, src: Path, dst: Path, watermarks: Sequence[PreparedMark] = ()
 ) -> list[str]:
-    before = ["-ss", f"{spec.start:.3f}"] if spec.start else []
+    before = hwaccel.input_args(spec.hw_encoder) if spec.hw_encoder else []
+    before += ["-ss", f"{spec.start:.3f}"] if spec.start else []
     args = ffmpeg.safe_input(str(src), info.demuxer, before=before)
     video = bool(spec.video_codec and info.video)
     graph: list[str] = []
@@ -448,6 +463,8 @@ class TranscodeProcessor:
             if not (spec.video_codec and info.video) and not (spec.audio_codec and info.audio):
                 raise JobFailed("InvalidParameter", "The input has none of the streams the output asks for.")
             spec = fit_to_source(spec, info)
+            if spec.video_codec and ctx.hardware:
+                spec = dataclasses.replace(spec, hw_encoder=hwaccel.choose(spec.video_codec, ctx.hardware))
             key = expand(out.object, input_key=ctx.job.input_object, job_id=ctx.job.job_id, ext=spec.ext)
             dst = work / f"out.{spec.ext}"
             expected = info.duration - spec.start
