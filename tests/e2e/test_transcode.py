@@ -373,3 +373,21 @@ def test_is_check_rules_keep_the_source_or_fail(srv: ServerProcess, cos: CosS3Cl
     d = wait(cos, srv.bucket, submit(cos, srv.bucket, "in/clip.mp4", fail, "out/never-bitrate.mp4"))
     assert (d["State"], d["Code"]) == ("Failed", "InvalidParameter"), d
     assert not cos.object_exists(Bucket=srv.bucket, Key="out/never-bitrate.mp4")
+
+
+def test_transcode_is_echoed_with_its_defaults(srv: ServerProcess, cos: CosS3Client) -> None:
+    tr = {"Container": {"Format": "mp4"}, "TimeInterval": {"Start": "1"}}
+    d = wait(cos, srv.bucket, submit(cos, srv.bucket, "in/clip.mp4", tr, "out/defaults.mp4"))
+    assert d["State"] == "Success", d
+    echo = d["Operation"]["Transcode"]
+    assert isinstance(echo, dict)  # one Transcode node, the request's own replaced in place
+    assert echo["Container"]["Format"] == "mp4" and echo["TimeInterval"]["Start"] == "1"
+    assert (echo["Video"]["Codec"], echo["Video"]["Crf"], echo["Video"]["Preset"], echo["Video"]["Profile"]) == (
+        "H.264", "25", "medium", "high",
+    )  # fmt: skip
+    assert (echo["Audio"]["Codec"], echo["Audio"]["Samplerate"], echo["Audio"]["Remove"]) == (
+        "AAC",
+        "44100",
+        "false",
+    )
+    assert echo["TransConfig"]["IsCheckReso"] == "false" and echo["TransConfig"]["DeleteMetadata"] == "false"

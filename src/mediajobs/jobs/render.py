@@ -45,6 +45,15 @@ def job_detail(job: Job, tz: timezone) -> Nodes:
         ("QueueId", job.queue_id),
         ("Tag", job.tag),
         ("Input", [("BucketId", job.bucket), ("Object", job.input_object), ("Region", job.region)]),
-        ("Operation", [*job.operation, *(job.result or [])]),
+        ("Operation", merge_result(job.operation, job.result or [])),
     ]
     return nodes
+
+
+def merge_result(operation: Nodes, result: Nodes) -> Nodes:
+    """The Operation as sent plus the result nodes; a result node named like a request node
+    (Transcode echoed with its defaults filled in) takes that node's place."""
+    replacing = {name: value for name, value in result if any(n == name for n, _ in operation)}
+    merged: list[tuple[str, Value]] = [(n, replacing.get(n, v)) for n, v in operation]
+    merged += [(n, v) for n, v in result if n not in replacing]
+    return merged

@@ -344,6 +344,61 @@ def muxer_args(spec: TranscodeSpec, dst: Path, *, has_video: bool) -> list[str]:
     return [*args, "-y", str(dst)]
 
 
+_DISPLAY_VIDEO = {"h264": "H.264", "h265": "H.265", "vp8": "VP8", "vp9": "VP9", "av1": "AV1"}
+_DISPLAY_AUDIO = {"aac": "AAC", "mp3": "MP3", "flac": "FLAC", "amr": "AMR", "vorbis": "Vorbis", "opus": "Opus",
+                  "pcm_s16le": "pcm_s16le"}  # fmt: skip
+
+
+def _filled(sent: Nodes, defaults: Nodes) -> list[tuple[str, Value]]:
+    """The nodes as sent, with each default added where the request left it out."""
+    names = {n for n, _ in sent}
+    return [*sent, *((n, v) for n, v in defaults if n not in names)]
+
+
+def echo_with_defaults(spec: TranscodeSpec, sent: Nodes) -> Nodes:
+    """Operation.Transcode as the service echoes it: the request's nodes plus the defaults it ran
+    with (spec/tags.md Transcode, the callback example of the Go SDK)."""
+    parts = {n: v for n, v in sent if not isinstance(v, str) and v is not None}
+
+    def sub(name: str) -> Nodes:
+        return list(parts.get(name) or [])
+
+    video: list[tuple[str, Value]] = [("Remove", "false" if spec.video_codec else "true")]
+    if spec.video_codec:
+        video += [
+            ("Codec", _DISPLAY_VIDEO[spec.video_codec]),
+            ("Crf", f"{spec.crf:g}" if spec.crf is not None else None),
+            ("Preset", spec.preset or ("medium" if spec.video_codec in ("h264", "h265") else None)),
+            ("Profile", spec.profile or ("high" if spec.video_codec == "h264" else None)),
+            ("Width", None), ("Height", None), ("Fps", None), ("Bitrate", None), ("Gop", None),
+            ("Pixfmt", None), ("Interlaced", "false"), ("LongShortMode", "false"), ("SliceTime", "5"),
+        ]  # fmt: skip
+    audio: list[tuple[str, Value]] = [("Remove", "false" if spec.audio_codec else "true")]
+    if spec.audio_codec:
+        audio += [
+            ("Codec", _DISPLAY_AUDIO[spec.audio_codec]),
+            ("Samplerate", str(spec.sample_rate or 44100)),
+            ("Bitrate", None), ("Channels", None), ("KeepTwoTracks", "false"), ("SwitchTrack", "false"),
+        ]  # fmt: skip
+    trans = [
+        ("AdjDarMethod", spec.adj_dar), ("IsCheckReso", "false"), ("ResoAdjMethod", "0"),
+        ("IsCheckVideoBitrate", "false"), ("VideoBitrateAdjMethod", "0"),
+        ("IsCheckAudioBitrate", "false"), ("AudioBitrateAdjMethod", "0"),
+        ("IsCheckVideoFps", "false"), ("VideoFpsAdjMethod", "0"),
+        ("DeleteMetadata", "false"), ("IsHdr2Sdr", "false"), ("IsStreamCopy", "false"),
+    ]  # fmt: skip
+    filled: dict[str, Nodes] = {
+        "Container": _filled(sub("Container"), [("Format", spec.container)]),
+        "Video": _filled(sub("Video"), video),
+        "Audio": _filled(sub("Audio"), audio),
+        "TimeInterval": _filled(sub("TimeInterval"), [("Start", f"{spec.start:g}"), ("Duration", None)]),
+        "TransConfig": _filled(sub("TransConfig"), trans),
+    }
+    out: list[tuple[str, Value]] = [(n, filled.pop(n, v)) for n, v in sent]
+    out += list(filled.items())
+    return out
+
+
 def fit_to_source(spec: TranscodeSpec, info: MediaInfo) -> TranscodeSpec:
     """Apply TransConfig's IsCheck* rules: a target above the source keeps the source's value or fails."""
     changes: dict[str, object] = {}
@@ -472,7 +527,11 @@ class TranscodeProcessor:
                 expected = min(expected, spec.duration)
             prepared = prepare(ctx, marks, stack, work) if info.video else []
             run_ffmpeg(ctx, build_args(spec, info, src, dst, prepared), expected)
-            return store_media(ctx, spec, out, key, dst, work)
+            nodes = list(store_media(ctx, spec, out, key, dst, work))
+        sent = (
+            next((v for n, v in ctx.job.operation if n == "Transcode" and not isinstance(v, str)), None) or []
+        )
+        return [*nodes, ("Transcode", echo_with_defaults(spec, sent))]
 
 
 def _container_for(op: ET.Element | None) -> str:
