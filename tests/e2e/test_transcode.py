@@ -391,3 +391,30 @@ def test_transcode_is_echoed_with_its_defaults(srv: ServerProcess, cos: CosS3Cli
         "false",
     )
     assert echo["TransConfig"]["IsCheckReso"] == "false" and echo["TransConfig"]["DeleteMetadata"] == "false"
+
+
+def test_dash_manifest_and_segments(srv: ServerProcess, cos: CosS3Client, tmp_path: Path) -> None:
+    tr = {
+        "Container": {"Format": "dash", "ClipConfig": {"Duration": "1"}},
+        "Video": {"Codec": "H.264", "Width": "320"},
+    }
+    d = wait(cos, srv.bucket, submit(cos, srv.bucket, "in/clip.mp4", tr, "dash/show.mpd"))
+    assert d["State"] == "Success", d
+    keys = [o["Key"] for o in cos.list_objects(Bucket=srv.bucket, Prefix="dash/")["Contents"]]
+    assert "dash/show.mpd" in keys
+    manifest = cos.get_object(Bucket=srv.bucket, Key="dash/show.mpd")["Body"].get_raw_stream().read().decode()
+    assert "<MPD" in manifest and "show-init-" in manifest and "out-" not in manifest
+    inits = sorted(k for k in keys if "-init-" in k)
+    video_init = next(k for k in inits if k.endswith("-0.m4s"))
+    media = sorted(k for k in keys if k.startswith("dash/show-0-"))
+    assert len(media) >= 2  # 3 s in 1 s segments
+    stream = tmp_path / "video.mp4"
+    stream.write_bytes(
+        b"".join(
+            cos.get_object(Bucket=srv.bucket, Key=k)["Body"].get_raw_stream().read()
+            for k in [video_init, *media]
+        )
+    )
+    with av.open(str(stream)) as c:
+        assert c.streams.video[0].codec_context.name == "h264" and c.streams.video[0].width == 320
+        assert 70 <= sum(1 for _ in c.decode(video=0)) <= 77

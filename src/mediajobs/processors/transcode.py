@@ -30,6 +30,7 @@ _CONTAINERS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...], str | N
     "flv": ("flv", "flv", ("h264",), ("aac", "mp3"), "h264", "aac"),
     "ts": ("mpegts", "ts", ("h264", "h265"), ("aac", "mp3"), "h264", "aac"),
     "hls": ("hls", "m3u8", ("h264", "h265"), ("aac", "mp3"), "h264", "aac"),
+    "dash": ("dash", "mpd", ("h264", "h265", "vp9", "av1"), ("aac", "opus"), "h264", "aac"),
     "mkv": ("matroska", "mkv", ("h264", "h265", "vp8", "vp9", "av1"),
             ("aac", "mp3", "opus", "vorbis", "flac", "pcm_s16le"), "h264", "aac"),
     "webm": ("webm", "webm", ("vp8", "vp9", "av1"), ("vorbis", "opus"), "vp8", "opus"),
@@ -121,8 +122,8 @@ def parse_transcode(op: ET.Element | None) -> TranscodeSpec:
     fmt = text(node, "Container/Format").lower()
     if not fmt:
         raise InvalidOperation("Transcode.Container.Format is required.")
-    if fmt == "dash":
-        raise InvalidOperation("Container.Format dash is not supported by this server yet.")
+    if fmt == "dash" and flag(node, "TransConfig/DashEncrypt/IsEncrypt"):
+        raise InvalidOperation("TransConfig.DashEncrypt is not supported by this server yet.")
     if fmt not in _CONTAINERS:
         raise InvalidOperation(f"Container.Format {fmt!r} is not one of {', '.join(sorted(_CONTAINERS))}.")
     _, _, vcodecs, acodecs, vdefault, adefault = _CONTAINERS[fmt]
@@ -337,6 +338,13 @@ def muxer_args(spec: TranscodeSpec, dst: Path, *, has_video: bool) -> list[str]:
             args += ["-force_key_frames", f"expr:gte(t,n_forced*{spec.segment_seconds:g})"]
         args += ["-f", "hls", "-hls_time", f"{spec.segment_seconds:g}", "-hls_playlist_type", "vod",
                  "-hls_segment_filename", str(dst.with_name(dst.stem + "-%d.ts"))]  # fmt: skip
+    elif spec.container == "dash":
+        if has_video:
+            args += ["-force_key_frames", f"expr:gte(t,n_forced*{spec.segment_seconds:g})"]
+        # Segment files go next to the manifest, named after it, as the HLS segments are.
+        args += ["-f", "dash", "-seg_duration", f"{spec.segment_seconds:g}", "-use_template", "1",
+                 "-use_timeline", "1", "-init_seg_name", f"{dst.stem}-init-$RepresentationID$.$ext$",
+                 "-media_seg_name", f"{dst.stem}-$RepresentationID$-$Number%05d$.$ext$"]  # fmt: skip
     else:
         args += ["-f", spec.muxer]
         if spec.muxer in ("mp4", "mov", "ipod"):
@@ -472,8 +480,15 @@ def store_media(ctx: JobContext, spec: TranscodeSpec, out: Output, key: str, dst
     """Store a finished output (HLS: segments first, then the playlist); MediaInfo and MediaResult."""
     from ..media.probe import probe
 
-    result_info = probe(dst) if spec.container != "hls" else None
+    result_info = probe(dst) if spec.container not in ("hls", "dash") else None
     stored: list[tuple[str, str]] = []
+    if spec.container == "dash":
+        # Segments first, the manifest last; names keep the manifest's stem, as in the manifest.
+        base = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+        stem = Path(key).stem
+        for seg in sorted(work.glob(f"{dst.stem}-*")):
+            ctx.store_output(out.bucket, base + seg.name.replace(f"{dst.stem}-", f"{stem}-", 1), seg)
+        dst.write_text(dst.read_text().replace(f"{dst.stem}-", f"{stem}-"))
     if spec.container == "hls":
         # Segments first, the playlist last: a reader never finds a playlist whose parts are missing.
         base = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
