@@ -418,3 +418,19 @@ def test_dash_manifest_and_segments(srv: ServerProcess, cos: CosS3Client, tmp_pa
     with av.open(str(stream)) as c:
         assert c.streams.video[0].codec_context.name == "h264" and c.streams.video[0].width == 320
         assert 70 <= sum(1 for _ in c.decode(video=0)) <= 77
+
+
+def test_hdr_to_sdr(srv: ServerProcess, cos: CosS3Client, tmp_path: Path) -> None:
+    hdr = make_video(
+        tmp_path / "hdr.mp4", seconds=1.0, width=320, height=240, vcodec="libx265", audio=False,
+        extra=["-pix_fmt", "yuv420p10le", "-color_primaries", "bt2020", "-color_trc", "smpte2084",
+               "-colorspace", "bt2020nc", "-x265-params",
+               "log-level=error:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc"],
+    )  # fmt: skip
+    assert probe(hdr).video[0].color_transfer == "smpte2084"
+    cos.upload_file(Bucket=srv.bucket, Key="in/hdr.mp4", LocalFilePath=str(hdr))
+    tr = {"Container": {"Format": "mp4"}, "Video": {"Codec": "H.264"}, "TransConfig": {"IsHdr2Sdr": "true"}}
+    d = wait(cos, srv.bucket, submit(cos, srv.bucket, "in/hdr.mp4", tr, "out/sdr.mp4"))
+    assert d["State"] == "Success", d
+    v = probe(fetch(cos, srv.bucket, "out/sdr.mp4", tmp_path)).video[0]
+    assert (v.color_transfer, v.pix_fmt, v.codec_name) == ("bt709", "yuv420p", "h264")

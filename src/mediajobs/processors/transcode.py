@@ -102,6 +102,7 @@ class TranscodeSpec:
     check_abitrate: tuple[bool, bool] = (False, False)
     check_fps: tuple[bool, bool] = (False, False)
     hw_encoder: str | None = None  # a hardware encoder chosen at run time (media/hwaccel.py)
+    hdr_to_sdr: bool = False
     delete_metadata: bool = False
     segment_seconds: float = 5.0
     extra: list[str] = field(default_factory=list)
@@ -218,6 +219,7 @@ def parse_transcode(op: ET.Element | None) -> TranscodeSpec:
             raise InvalidOperation(f"TransConfig.{adj} must be 0 or 1.")
         setattr(spec, attr, (flag(node, f"TransConfig/{check}"), how == "1"))
     spec.delete_metadata = flag(node, "TransConfig/DeleteMetadata")
+    spec.hdr_to_sdr = flag(node, "TransConfig/IsHdr2Sdr")
     seg = num(node, "Container/ClipConfig/Duration", 1, 600)
     spec.segment_seconds = seg or 5.0
     return spec
@@ -245,6 +247,9 @@ def _scale(spec: TranscodeSpec, src_w: int, src_h: int) -> tuple[int, int] | Non
     return tw, th
 
 
+_HDR_TRANSFERS = frozenset(("smpte2084", "arib-std-b67"))
+
+
 def video_filters(spec: TranscodeSpec, v: VideoStreamInfo) -> tuple[list[str], tuple[int, int]]:
     """The scale and rotate filters for the first video stream, and the frame size they give."""
     filters = []
@@ -269,6 +274,12 @@ def video_filters(spec: TranscodeSpec, v: VideoStreamInfo) -> tuple[list[str], t
         filters.append("setsar=1")
         w, h = size
     filters += {90: ["transpose=1"], 180: ["hflip", "vflip"], 270: ["transpose=2"]}.get(spec.rotate, [])
+    if spec.hdr_to_sdr and v.color_transfer in _HDR_TRANSFERS:
+        # PQ/HLG to BT.709: linearise, tone-map (Hable), back to BT.709 limited range, 8-bit.
+        filters += [
+            "zscale=t=linear:npl=100", "format=gbrpf32le", "zscale=p=bt709",
+            "tonemap=tonemap=hable:desat=0", "zscale=t=bt709:m=bt709:r=tv", "format=yuv420p",
+        ]  # fmt: skip
     if spec.hw_encoder:
         filters += hwaccel.filters(spec.hw_encoder)
     if spec.rotate in (90, 270):
@@ -393,7 +404,7 @@ def echo_with_defaults(spec: TranscodeSpec, sent: Nodes) -> Nodes:
         ("IsCheckVideoBitrate", "false"), ("VideoBitrateAdjMethod", "0"),
         ("IsCheckAudioBitrate", "false"), ("AudioBitrateAdjMethod", "0"),
         ("IsCheckVideoFps", "false"), ("VideoFpsAdjMethod", "0"),
-        ("DeleteMetadata", "false"), ("IsHdr2Sdr", "false"), ("IsStreamCopy", "false"),
+        ("DeleteMetadata", "false"), ("IsHdr2Sdr", "true" if spec.hdr_to_sdr else "false"), ("IsStreamCopy", "false"),
     ]  # fmt: skip
     filled: dict[str, Nodes] = {
         "Container": _filled(sub("Container"), [("Format", spec.container)]),
