@@ -434,3 +434,56 @@ def test_hdr_to_sdr(srv: ServerProcess, cos: CosS3Client, tmp_path: Path) -> Non
     assert d["State"] == "Success", d
     v = probe(fetch(cos, srv.bucket, "out/sdr.mp4", tmp_path)).video[0]
     assert (v.color_transfer, v.pix_fmt, v.codec_name) == ("bt709", "yuv420p", "h264")
+
+
+def test_remove_watermark_and_unbuilt_nodes(srv: ServerProcess, cos: CosS3Client, tmp_path: Path) -> None:
+    op = {"Transcode": {"Container": {"Format": "mp4"}, "Video": {"Codec": "H.264"}},
+          "RemoveWatermark": {"Dx": "20", "Dy": "20", "Width": "100", "Height": "60"},
+          "Output": {"Region": "ap-guangzhou", "Bucket": srv.bucket, "Object": "out/delogo.mp4"}}  # fmt: skip
+    r = cos.ci_create_media_jobs(
+        Bucket=srv.bucket,
+        Jobs={"Tag": "Transcode", "Input": {"Object": "in/clip.mp4"}, "Operation": op},
+        Lst={},
+        ContentType="application/xml",
+    )
+    d = wait(cos, srv.bucket, r["JobsDetail"][0]["JobId"])
+    assert d["State"] == "Success", d
+    plain = wait(
+        cos,
+        srv.bucket,
+        submit(
+            cos,
+            srv.bucket,
+            "in/clip.mp4",
+            {"Container": {"Format": "mp4"}, "Video": {"Codec": "H.264"}},
+            "out/nodelogo.mp4",
+        ),
+    )
+    assert plain["State"] == "Success"
+
+    def box(key: str) -> bytes:
+        with av.open(str(fetch(cos, srv.bucket, key, tmp_path))) as c:
+            plane = next(c.decode(video=0)).reformat(format="gray").planes[0]
+            data = bytes(plane)
+            return b"".join(data[y * plane.line_size + 40 : y * plane.line_size + 100] for y in range(35, 65))
+
+    assert box("out/delogo.mp4") != box("out/nodelogo.mp4")  # the box was painted over
+    for extra in (
+        {"AudioMix": {"AudioSource": "x.mp3"}},
+        {"DigitalWatermark": {"Type": "Text", "Message": "m"}},
+    ):
+        bad = {
+            "Transcode": {"Container": {"Format": "mp4"}},
+            **extra,
+            "Output": {"Region": "ap-guangzhou", "Bucket": srv.bucket, "Object": "out/never.mp4"},
+        }
+        with pytest.raises(CosServiceError) as exc:
+            cos.ci_create_media_jobs(
+                Bucket=srv.bucket,
+                Jobs={"Tag": "Transcode", "Input": {"Object": "in/clip.mp4"}, "Operation": bad},
+                Lst={},
+                ContentType="application/xml",
+            )
+        assert (
+            exc.value.get_error_code() == "InvalidArgument" and "not supported" in exc.value.get_error_msg()
+        )

@@ -17,7 +17,7 @@ from . import register
 from .base import InvalidOperation, JobContext, JobFailed, Submission
 from .common import MAX_INPUT_SECONDS, probe_input, run_ffmpeg
 from .output import Output, expand, media_result, parse_output
-from .params import choice, flag, num, operation_element, text
+from .params import choice, flag, integer, num, operation_element, text
 from .watermark import PreparedMark, Watermark, overlay_graph, parse_watermarks, prepare
 
 if TYPE_CHECKING:
@@ -103,6 +103,7 @@ class TranscodeSpec:
     check_fps: tuple[bool, bool] = (False, False)
     hw_encoder: str | None = None  # a hardware encoder chosen at run time (media/hwaccel.py)
     hdr_to_sdr: bool = False
+    delogo: tuple[int, int, int, int] | None = None  # Operation.RemoveWatermark: x, y, w, h on the input
     delete_metadata: bool = False
     segment_seconds: float = 5.0
     extra: list[str] = field(default_factory=list)
@@ -120,6 +121,12 @@ def parse_transcode(op: ET.Element | None) -> TranscodeSpec:
     node = op.find("Transcode") if op is not None else None
     if node is None:
         raise InvalidOperation("Operation.Transcode (or a TemplateId) is required.")
+    # Nodes that would change the output but are not built yet: refused, never silently ignored.
+    for path in ("AudioMix", "AudioMixArray", "DigitalWatermark", "Subtitles", "Transcode/AudioMix",
+                 "Transcode/AudioMixArray", "Transcode/TransConfig/HlsEncrypt/IsHlsEncrypt"):  # fmt: skip
+        found = op.find(path) if op is not None else None
+        if found is not None and (len(found) or (found.text or "").strip().lower() not in ("", "false")):
+            raise InvalidOperation(f"{path.replace('/', '.')} is not supported by this server yet.")
     fmt = text(node, "Container/Format").lower()
     if not fmt:
         raise InvalidOperation("Transcode.Container.Format is required.")
@@ -220,6 +227,15 @@ def parse_transcode(op: ET.Element | None) -> TranscodeSpec:
         setattr(spec, attr, (flag(node, f"TransConfig/{check}"), how == "1"))
     spec.delete_metadata = flag(node, "TransConfig/DeleteMetadata")
     spec.hdr_to_sdr = flag(node, "TransConfig/IsHdr2Sdr")
+    rw = op.find("RemoveWatermark") if op is not None else None
+    if rw is not None:
+        box = [
+            integer(rw, name, 1 if name in ("Width", "Height") else 0, 4096)
+            for name in ("Dx", "Dy", "Width", "Height")
+        ]
+        if any(v is None for v in box):
+            raise InvalidOperation("RemoveWatermark needs Dx, Dy, Width and Height.")
+        spec.delogo = (box[0] or 0, box[1] or 0, box[2] or 1, box[3] or 1)
     seg = num(node, "Container/ClipConfig/Duration", 1, 600)
     spec.segment_seconds = seg or 5.0
     return spec
@@ -253,6 +269,12 @@ _HDR_TRANSFERS = frozenset(("smpte2084", "arib-std-b67"))
 def video_filters(spec: TranscodeSpec, v: VideoStreamInfo) -> tuple[list[str], tuple[int, int]]:
     """The scale and rotate filters for the first video stream, and the frame size they give."""
     filters = []
+    if spec.delogo is not None:
+        # On the input's own pixels, first; delogo needs a one-pixel border around the box.
+        x, y, bw, bh = spec.delogo
+        x, y = max(1, min(x, v.width - 3)), max(1, min(y, v.height - 3))
+        bw, bh = max(1, min(bw, v.width - x - 2)), max(1, min(bh, v.height - y - 2))
+        filters.append(f"delogo=x={x}:y={y}:w={bw}:h={bh}")
     w, h = (v.height, v.width) if round(abs(v.rotation)) % 180 == 90 else (v.width, v.height)
     size = _scale(spec, v.width, v.height)
     if size:
