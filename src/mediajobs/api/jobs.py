@@ -213,7 +213,13 @@ async def describe_jobs(api: Api, call: Call, kind: str) -> WireResponse:
     ids = list(dict.fromkeys(i for i in raw.split(",") if i))
     if len(ids) > MAX_IDS:
         raise errors.InvalidArgument(f"At most {MAX_IDS} job ids may be queried at once.")
-    found, missing = await run(api.jobs.describe, call.bucket, kind, [i for i in ids if _ID[kind].match(i)])
+    wanted = [i for i in ids if _ID[kind].match(i)]
+    if api.inline_jobs is not None:
+        # A point read by primary key on SQLite takes tens of microseconds: cheaper here than the
+        # thread hop, and this is the call clients poll.
+        found, missing = api.inline_jobs.describe(call.bucket, kind, wanted)
+    else:
+        found, missing = await run(api.jobs.describe, call.bucket, kind, wanted)
     missing += [i for i in ids if not _ID[kind].match(i)]
     nodes: list[tuple[str, Value]] = [("JobsDetail", job_detail(j, api.tz)) for j in found]
     nodes += [("NonExistJobIds", i) for i in ids if i in missing]

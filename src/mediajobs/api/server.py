@@ -158,6 +158,14 @@ class Api:
         self.jobs = job_service
         self.tz = tz_of(settings.time_offset)
         self._buckets_seen: dict[str, float] = {}
+        # On SQLite, the job query clients poll runs on the event loop, on a connection of its own.
+        self.inline_jobs: JobService | None = None
+        if service.engine.dialect.name == "sqlite":
+            from ..db.engine import make_engine
+            from ..jobs.store import JobStore
+
+            url = service.engine.url.render_as_string(hide_password=False)
+            self.inline_jobs = JobService(JobStore(make_engine(url, per_thread=True)), None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

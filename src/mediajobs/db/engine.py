@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.pool import SingletonThreadPool
 
 from .schema import HEAD_REVISION
 
@@ -15,14 +16,14 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def make_engine(url: str, *, fsync: bool = True) -> Engine:
+def make_engine(url: str, *, fsync: bool = True, per_thread: bool = False) -> Engine:
+    """An engine; `per_thread` (SQLite) gives each thread one connection of its own, for reads
+    made on the event loop's thread that must never wait for a pooled connection."""
     if url.startswith("sqlite"):
-        engine = create_engine(
-            url,
-            connect_args={"timeout": 30, "check_same_thread": False},
-            pool_size=8,
-            max_overflow=16,
+        pool: dict[str, Any] = (
+            {"poolclass": SingletonThreadPool} if per_thread else {"pool_size": 8, "max_overflow": 16}
         )
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **pool)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
