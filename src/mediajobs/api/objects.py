@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 from .. import errors
 from ..storage.service import MAX_PART_NUMBER, ObjectMeta, Upload
-from . import mediasync, xmlcodec
+from . import mediasync, pictures, xmlcodec
 from .auth import AUTH_PARAMS
 from .common import (
     check_key,
@@ -124,6 +124,9 @@ async def dispatch(api: Api, call: Call) -> WireResponse:
             return await copy_object(api, call)
         return await put_object(api, call)
     if m in ("GET", "HEAD"):
+        rule = pictures.rule_of(call) if m == "GET" else None
+        if rule is not None:
+            return await pictures.dispatch(api, call, rule)
         sub = subresources(call, frozenset(("uploadid", "ci-process")))
         if "ci-process" in sub and m == "GET":
             return await mediasync.dispatch(api, call, _q(call, "ci-process").strip().lower())
