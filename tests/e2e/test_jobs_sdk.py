@@ -369,12 +369,34 @@ def test_picture_endpoints(srv: ServerProcess, cos: CosS3Client, media: dict[str
             "Output": {"Region": srv.region, "Bucket": srv.bucket, "Object": "out.png"},
         },
     }
+    created = cos.ci_create_media_pic_jobs(Bucket=srv.bucket, Jobs=job, Lst={}, ContentType="application/xml")
+    cid = created["JobsDetail"][0]["JobId"]
+    assert cid.startswith("c") and len(cid) == 33 and created["JobsDetail"][0]["QueueId"] == qid
+    deadline = time.monotonic() + 30
+    while (d := cos.ci_get_media_pic_jobs(Bucket=srv.bucket, JobIDs=cid)["JobsDetail"][0])["State"] not in (
+        "Success",
+        "Failed",
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert d["State"] == "Success", d
+    result = d["Operation"]["PicProcessResult"]
+    assert result["ObjectName"] == "out.png"
+    assert (result["ProcessResult"]["Width"], result["ProcessResult"]["Height"]) == (
+        "48",
+        "64",
+    )  # 64x48 turned
+    assert result["OriginalInfo"]["ImageInfo"]["Width"] == "64"
+    assert result["UploadResult"]["ProcessResults"]["Object"]["Key"] == "out.png"
+    body = cos.get_object(Bucket=srv.bucket, Key="out.png")["Body"].get_raw_stream().read()
+    assert body[:8] == b"\x89PNG\r\n\x1a\n"
+    listed = cos.ci_list_media_pic_jobs(Bucket=srv.bucket, Tag="PicProcess")
+    assert [j["JobId"] for j in listed["JobsDetail"]] == [cid]
+    bad = {**job, "Operation": {**job["Operation"], "PicProcess": {"ProcessRule": "imageMogr2/rotate/abc"}}}
     with pytest.raises(CosServiceError) as exc:
-        cos.ci_create_media_pic_jobs(Bucket=srv.bucket, Jobs=job, Lst={}, ContentType="application/xml")
+        cos.ci_create_media_pic_jobs(Bucket=srv.bucket, Jobs=bad, Lst={}, ContentType="application/xml")
     assert (exc.value.get_status_code(), exc.value.get_error_code()) == (400, "InvalidArgument")
-    assert "PicProcess" in exc.value.get_error_msg()
-    r = cos.ci_list_media_pic_jobs(Bucket=srv.bucket, Tag="PicProcess")
-    assert not r.get("JobsDetail")
+    assert "rotate" in exc.value.get_error_msg()
     missing = "c" + "0" * 32
     assert cos.ci_get_media_pic_jobs(Bucket=srv.bucket, JobIDs=missing)["NonExistJobIds"] == missing
     # a media job id is not a picture job

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import TYPE_CHECKING
 
@@ -38,14 +37,7 @@ async def dispatch(api: Api, call: Call, rule: str) -> WireResponse:
 
         def info() -> bytes:
             with api.service.local_file(meta) as path:
-                fields = vips.image_info(path)
-                h = hashlib.md5()
-                with open(path, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(1024 * 1024), b""):
-                        h.update(chunk)
-                digest = h.hexdigest()
-            fields.update({"size": str(meta.size), "md5": digest})
-            return json.dumps(fields).encode()
+                return json.dumps(vips.image_info(path)).encode()
 
         return WireResponse(200, await run(info), content_type="application/json")
     pipeline = mogr2.parse(rule)

@@ -35,6 +35,7 @@ def register(cls: type[P]) -> type[P]:
 from . import animation as _animation  # noqa: E402, F401
 from . import concat as _concat  # noqa: E402, F401
 from . import mediainfo as _mediainfo  # noqa: E402, F401  - each registers itself
+from . import picprocess as _picprocess  # noqa: E402, F401
 from . import segment as _segment  # noqa: E402, F401
 from . import smartcover as _smartcover  # noqa: E402, F401
 from . import snapshot as _snapshot  # noqa: E402, F401
