@@ -90,3 +90,27 @@ def read_reply(sock: socket.socket) -> bytes:
             break
         body += chunk
     return head + b"\r\n\r\n" + body
+
+
+def create_job(cos: Any, bucket: str, tag: str, key: str, op: dict[str, Any]) -> str:
+    """Create one media job through the SDK; its JobId."""
+    r = cos.ci_create_media_jobs(
+        Bucket=bucket, Jobs={"Tag": tag, "Input": {"Object": key}, "Operation": op}, Lst={},
+        ContentType="application/xml",
+    )  # fmt: skip
+    return str(r["JobsDetail"][0]["JobId"])
+
+
+def wait_job(
+    cos: Any, bucket: str, job_id: str, states: tuple[str, ...] = ("Success", "Failed"), timeout: float = 90
+) -> dict[str, Any]:
+    """Poll a media job until it reaches one of `states` (fails the test at the deadline)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        d: dict[str, Any] = cos.ci_get_media_jobs(Bucket=bucket, JobIDs=job_id)["JobsDetail"][0]
+        if d["State"] in states:
+            return d
+        assert time.monotonic() < deadline, d
+        time.sleep(0.05)

@@ -20,6 +20,7 @@ from mediajobs.processors.concat import Clip, ConcatSpec, Fragment, clip_order, 
 from mediajobs.processors.segment import cut_points, cuts_on_keyframes
 from mediajobs.processors.streamextract import container_for
 from mediajobs.testing import ServerProcess, running_server
+from tests.helpers import create_job, wait_job
 
 REGION = "ap-guangzhou"
 
@@ -51,13 +52,7 @@ def cos(srv: ServerProcess) -> CosS3Client:
 
 
 def submit(cos: CosS3Client, bucket: str, tag: str, key: str, op: dict[str, Any]) -> str:
-    r = cos.ci_create_media_jobs(
-        Bucket=bucket,
-        Jobs={"Tag": tag, "Input": {"Object": key}, "Operation": op},
-        Lst={},
-        ContentType="application/xml",
-    )
-    return str(r["JobsDetail"][0]["JobId"])
+    return create_job(cos, bucket, tag, key, op)
 
 
 def out(bucket: str, key: str) -> dict[str, str]:
@@ -65,13 +60,7 @@ def out(bucket: str, key: str) -> dict[str, str]:
 
 
 def wait(cos: CosS3Client, bucket: str, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        d: dict[str, Any] = cos.ci_get_media_jobs(Bucket=bucket, JobIDs=job_id)["JobsDetail"][0]
-        if d["State"] in ("Success", "Failed"):
-            return d
-        assert time.monotonic() < deadline, d
-        time.sleep(0.05)
+    return wait_job(cos, bucket, job_id, timeout=timeout)
 
 
 def run(cos: CosS3Client, bucket: str, tag: str, key: str, op: dict[str, Any]) -> dict[str, Any]:

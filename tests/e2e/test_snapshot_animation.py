@@ -6,7 +6,6 @@ import hashlib
 import itertools
 import struct
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from mediajobs.media.samples import ffmpeg_exe, make_audio, make_video, run_ffmp
 from mediajobs.processors.output import Output
 from mediajobs.processors.snapshot import MAX_MD5_LISTED, object_prefix, output_file_nodes
 from mediajobs.testing import ServerProcess, running_server
+from tests.helpers import create_job, wait_job
 
 REGION = "ap-guangzhou"
 FPS = 25
@@ -103,23 +103,11 @@ def source_frames(media: dict[str, Path]) -> list[Pixels]:
 def submit(cos: CosS3Client, bucket: str, tag: str, node: dict[str, Any], output: dict[str, str],
            key: str = "in/clip.mp4") -> str:  # fmt: skip
     op = {tag: node, "Output": {"Region": REGION, "Bucket": bucket, **output}}
-    r = cos.ci_create_media_jobs(
-        Bucket=bucket,
-        Jobs={"Tag": tag, "Input": {"Object": key}, "Operation": op},
-        Lst={},
-        ContentType="application/xml",
-    )
-    return str(r["JobsDetail"][0]["JobId"])
+    return create_job(cos, bucket, tag, key, op)
 
 
 def wait(cos: CosS3Client, bucket: str, job_id: str, timeout: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        d: dict[str, Any] = cos.ci_get_media_jobs(Bucket=bucket, JobIDs=job_id)["JobsDetail"][0]
-        if d["State"] in ("Success", "Failed"):
-            return d
-        assert time.monotonic() < deadline, d
-        time.sleep(0.05)
+    return wait_job(cos, bucket, job_id, timeout=timeout)
 
 
 def run_job(cos: CosS3Client, bucket: str, tag: str, node: dict[str, Any], output: dict[str, str],

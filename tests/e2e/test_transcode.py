@@ -16,6 +16,7 @@ from qcloud_cos.cos_exception import CosServiceError
 from mediajobs.media.probe import probe
 from mediajobs.media.samples import make_audio, make_video
 from mediajobs.testing import ServerProcess, running_server
+from tests.helpers import create_job, wait_job
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +49,7 @@ def submit(
     cos: CosS3Client, bucket: str, key: str, transcode: dict[str, Any], out: str, region: str = "ap-guangzhou"
 ) -> str:
     op = {"Transcode": transcode, "Output": {"Region": region, "Bucket": bucket, "Object": out}}
-    r = cos.ci_create_media_jobs(
-        Bucket=bucket,
-        Jobs={"Tag": "Transcode", "Input": {"Object": key}, "Operation": op},
-        Lst={},
-        ContentType="application/xml",
-    )
-    return str(r["JobsDetail"][0]["JobId"])
+    return create_job(cos, bucket, "Transcode", key, op)
 
 
 def wait(
@@ -64,13 +59,7 @@ def wait(
     states: tuple[str, ...] = ("Success", "Failed"),
     timeout: float = 90,
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        d: dict[str, Any] = cos.ci_get_media_jobs(Bucket=bucket, JobIDs=job_id)["JobsDetail"][0]
-        if d["State"] in states:
-            return d
-        assert time.monotonic() < deadline, d
-        time.sleep(0.05)
+    return wait_job(cos, bucket, job_id, states, timeout)
 
 
 def fetch(cos: CosS3Client, bucket: str, key: str, tmp_path: Path) -> Path:

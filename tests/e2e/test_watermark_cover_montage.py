@@ -7,7 +7,6 @@ watermark; covers and montages are measured (count, size, duration).
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from mediajobs.processors.base import InvalidOperation
 from mediajobs.processors.videomontage import choose_segments
 from mediajobs.processors.watermark import escape_value, image_key
 from mediajobs.testing import ServerProcess, running_server
+from tests.helpers import create_job, wait_job
 
 W, H = 320, 240
 MARK = 64  # the watermark image is MARK x MARK pure blue
@@ -56,23 +56,11 @@ def cos(srv: ServerProcess) -> CosS3Client:
 
 
 def create(cos: CosS3Client, bucket: str, tag: str, key: str, op: dict[str, Any]) -> str:
-    r = cos.ci_create_media_jobs(
-        Bucket=bucket,
-        Jobs={"Tag": tag, "Input": {"Object": key}, "Operation": op},
-        Lst={},
-        ContentType="application/xml",
-    )
-    return str(r["JobsDetail"][0]["JobId"])
+    return create_job(cos, bucket, tag, key, op)
 
 
 def wait(cos: CosS3Client, bucket: str, job_id: str, timeout: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        d: dict[str, Any] = cos.ci_get_media_jobs(Bucket=bucket, JobIDs=job_id)["JobsDetail"][0]
-        if d["State"] in ("Success", "Failed"):
-            return d
-        assert time.monotonic() < deadline, d
-        time.sleep(0.05)
+    return wait_job(cos, bucket, job_id, timeout=timeout)
 
 
 def run_job(cos: CosS3Client, bucket: str, tag: str, key: str, op: dict[str, Any]) -> dict[str, Any]:
