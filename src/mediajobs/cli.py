@@ -38,6 +38,18 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
         choices=["off", "auto", "nvenc", "vaapi", "qsv"],
         help="Use a hardware video encoder when one works on this machine (default off).",
     )
+    for name, kind in (
+        ("image_max_bytes", int),
+        ("image_max_pixels", int),
+        ("image_max_side", int),
+        ("image_max_frames", int),
+        ("image_max_output_side", int),
+        ("image_max_output_bytes", int),
+        ("image_timeout", float),
+    ):
+        default = settings.Settings.__dataclass_fields__[name].default
+        help_text = settings.Settings.__dataclass_fields__[name].metadata["help"]
+        p.add_argument("--" + name.replace("_", "-"), type=kind, help=f"{help_text} (default {default}).")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .db.engine import make_engine, migrate
 from .jobs.store import JobStore
@@ -14,6 +15,9 @@ from .jobs.wake import Waker
 from .settings import Settings
 from .storage.local import LocalBlobStore
 from .storage.service import ObjectService
+
+if TYPE_CHECKING:  # pyvips loads only where images are processed
+    from .media.vips import ImageLimits
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,22 @@ def build_core(settings: Settings, *, migrate_schema: bool = True) -> Core:
     return Core(settings, ObjectService(engine, blobs), JobStore(engine), Waker(wake_dir(settings)))
 
 
+def image_limits(settings: Settings) -> ImageLimits:
+    """The picture engine's limits from the operator's settings (API and workers alike)."""
+    from .media.vips import ImageLimits
+
+    return ImageLimits(
+        max_input_bytes=settings.image_max_bytes,
+        max_pixels=settings.image_max_pixels,
+        max_side=settings.image_max_side,
+        max_frames=settings.image_max_frames,
+        max_animated_pixels=settings.image_max_pixels,
+        max_output_side=settings.image_max_output_side,
+        max_output_bytes=settings.image_max_output_bytes,
+        timeout=settings.image_timeout,
+    )
+
+
 def run_worker(settings: Settings, stop: threading.Event) -> None:
     """One worker loop plus a callback deliverer, until `stop` is set."""
     from .callbacks.deliver import Deliverer
@@ -64,6 +84,7 @@ def run_worker(settings: Settings, stop: threading.Event) -> None:
             listener=listener,
             on_finish=deliverer.wake.set,
             hardware=usable(settings.hardware_encoder),
+            image_limits=image_limits(settings),
         ).run_forever(stop)
     finally:
         listener.close()

@@ -75,6 +75,9 @@ MissingRequestBodyError = _error(
     "MissingRequestBodyError", "MissingRequestBodyError", 400, "Request body is empty."
 )
 XMLSizeLimit = _error("XMLSizeLimit", "XMLSizeLimit", 400, "The XML body is too large.")
+InvalidPicOperations = _error(
+    "InvalidPicOperations", "InvalidPicOperations", 400, "The Pic-Operations header is not valid."
+)
 
 # 403
 AccessDenied = _error("AccessDenied", "AccessDenied", 403, "Access Denied.")

@@ -72,6 +72,18 @@ class Settings:
         "a trial encode works on this machine (checked when a worker starts).",
     )
 
+    image_max_bytes: int = _f(
+        32 * 1024 * 1024, "Largest image (bytes) that imageMogr2, Pic-Operations and PicProcess will read."
+    )
+    image_max_pixels: int = _f(
+        250_000_000, "Largest image (pixels of one frame) that is decoded; checked on the header first."
+    )
+    image_max_side: int = _f(30000, "Longest side (pixels) of an image that is decoded.")
+    image_max_frames: int = _f(300, "Most frames of an animated GIF/WebP that are processed.")
+    image_max_output_side: int = _f(9999, "Longest side (pixels) of a processed image.")
+    image_max_output_bytes: int = _f(32 * 1024 * 1024, "Largest processed image, in bytes.")
+    image_timeout: float = _f(30.0, "Seconds one image operation may run before it is stopped.")
+
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "mediajobs.db"

@@ -310,6 +310,21 @@ def test_only_sprite_fit_and_pad(srv: ServerProcess, cos: CosS3Client, tmp_path:
     assert [o["Key"] for o in listed["Contents"]] == ["only/sheet-0.png"]
 
 
+def test_snapshot_ciparam_applies_the_rule_to_each_frame(
+    srv: ServerProcess, cos: CosS3Client, tmp_path: Path
+) -> None:
+    rule = "imageMogr2/thumbnail/100x|imageMogr2/rotate/90/format/png"
+    job = run_job(cos, srv.bucket, "Snapshot", {"Count": "3", "TimeInterval": "1", "CIParam": rule},
+                  {"Object": "ci/${Number}.${Ext}"})  # fmt: skip
+    assert job["State"] == "Success", job
+    files = outputs(cos, srv.bucket, job["Operation"]["MediaResult"]["OutputFile"], tmp_path)
+    assert [p.name for p in files] == ["ci_0.png", "ci_1.png", "ci_2.png"]  # ${Ext} is the rule's format
+    for path in files:
+        with av.open(str(path)) as c:
+            frame = next(c.decode(video=0))
+            assert (c.streams.video[0].codec_context.name, frame.width, frame.height) == ("png", 75, 100)
+
+
 def test_object_prefix_and_long_results() -> None:
     names = {"input_key": "in/clip.mp4", "job_id": "j1", "ext": "jpg"}
     assert object_prefix("out/${InputName}/${number}.jpg", **names) == "out/clip/"
@@ -332,7 +347,8 @@ def test_object_prefix_and_long_results() -> None:
         ({"Count": "10001"}, {}, "Count"),
         ({"Count": "1.5"}, {}, "Count"),
         ({"Count": "3", "Mode": "Scene"}, {}, "Mode"),
-        ({"Count": "3", "CIParam": "imageMogr2/thumbnail/100x"}, {}, "CIParam is not supported yet"),
+        ({"Count": "3", "CIParam": "imageMogr2/thumbnail/abc"}, {}, "CIParam"),
+        ({"Count": "3", "CIParam": "imageMogr2/thumbnail/100x|imageInfo"}, {}, "CIParam"),
         ({"Count": "3", "Width": "100"}, {}, "Width"),
         ({"Count": "3", "TimeInterval": "0"}, {}, "TimeInterval"),
         ({"Count": "3", "Format": "gif"}, {}, "Format"),

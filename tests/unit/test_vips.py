@@ -314,3 +314,317 @@ def test_image_info(jpg: Path, png: Path) -> None:
     assert info["photo_rgb"].startswith("0x") and len(info["photo_rgb"]) == 8
     assert all(isinstance(v, str) for v in info.values())
     assert vips.image_info(png)["format"] == "png"
+
+
+# --- animated images -------------------------------------------------------------------------------------
+
+
+def _solid(width: int, height: int, values: list[int]) -> Any:
+    """A `width` x `height` image of one colour: 1 value grey, 3 sRGB, 4 sRGB with alpha."""
+    image = pyvips.Image.black(width, height).new_from_image(values).cast("uchar")
+    return image.copy(interpretation="srgb" if len(values) >= 3 else "b-w")
+
+
+COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
+
+
+def _animation(path: Path, frames: int, delays: list[int], size: tuple[int, int] = (120, 80)) -> Path:
+    """A `frames`-frame animation of solid colours (COLOURS in turn), saved by its suffix."""
+    width, height = size
+    strip = pyvips.Image.arrayjoin(
+        [_solid(width, height, list(COLOURS[i % len(COLOURS)])) for i in range(frames)],
+        across=1,
+    ).copy()
+    strip.set_type(pyvips.GValue.gint_type, "page-height", height)
+    strip.set_type(pyvips.GValue.array_int_type, "delay", delays)
+    strip.set_type(pyvips.GValue.gint_type, "loop", 2)
+    strip.write_to_file(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def gif(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _animation(tmp_path_factory.mktemp("img") / "a.gif", 3, [100, 200, 300])
+
+
+@pytest.fixture(scope="module")
+def webp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _animation(tmp_path_factory.mktemp("img") / "a.webp", 3, [100, 200, 300])
+
+
+def _decode_all(data: bytes) -> Any:
+    return pyvips.Image.new_from_buffer(data, "", n=-1)
+
+
+def _frame_list(image: Any) -> list[Any]:
+    ph = image.get("page-height")
+    return [image.crop(0, top, image.width, ph) for top in range(0, image.height, ph)]
+
+
+def _close(frame: Any, rgb: tuple[int, int, int]) -> bool:
+    return all(abs(frame[b].avg() - rgb[b]) < 12 for b in range(3))
+
+
+@pytest.mark.parametrize("source", ["gif", "webp"])
+def test_animation_stays_animated_with_every_frame_resized(
+    request: pytest.FixtureRequest, source: str
+) -> None:
+    path = request.getfixturevalue(source)
+    data, mime = vips.process(path, parse("imageMogr2/thumbnail/60x"))
+    assert mime == f"image/{source}"
+    out = _decode_all(data)
+    assert out.get("n-pages") == 3 and out.get("page-height") == 40
+    assert (out.width, out.height) == (60, 120)
+    assert out.get("delay") == [100, 200, 300] and out.get("loop") == 2
+    for frame, rgb in zip(_frame_list(out), COLOURS, strict=False):
+        assert _close(frame, rgb)
+
+
+def test_animation_converts_between_gif_and_webp(gif: Path, webp: Path) -> None:
+    data, mime = vips.process(gif, parse("imageMogr2/format/webp"))
+    out = _decode_all(data)
+    assert mime == "image/webp" and out.get("n-pages") == 3 and out.get("delay") == [100, 200, 300]
+    data, mime = vips.process(webp, parse("imageView2/2/w/30/format/gif"))
+    out = _decode_all(data)
+    assert mime == "image/gif" and out.get("n-pages") == 3 and out.get("page-height") == 20
+    assert out.width == 30
+
+
+def test_every_operation_applies_to_every_frame(gif: Path) -> None:
+    rule = "imageMogr2/gravity/center/crop/60x40/rotate/90/bright/10|imageMogr2/thumbnail/20x20/pad/1"
+    out = _decode_all(vips.process(gif, parse(rule))[0])
+    assert out.get("n-pages") == 3 and out.get("page-height") == 20
+    assert (out.width, out.height) == (20, 60)
+    for frame, rgb in zip(_frame_list(out), COLOURS, strict=False):
+        assert frame[3](0, 10)[0] == 0  # the pad is transparent in a GIF
+        r, g, b = (min(255, v + 25) for v in rgb)  # bright/10: 10% of 255
+        assert _close(frame.crop(8, 4, 4, 12), (r, g, b))
+    out = _decode_all(vips.process(gif, parse("imageMogr2/blur/3x2/grayscale/1/strip"))[0])
+    assert out.get("n-pages") == 3 and (out.width, out.get("page-height")) == (120, 80)
+
+
+@pytest.mark.parametrize(
+    ("rule", "frame"),
+    [
+        ("imageMogr2/thumbnail/240x", (120, 80)),
+        ("imageMogr2/thumbnail/!200p", (120, 80)),
+        ("imageMogr2/thumbnail/600x600<", (120, 80)),
+        ("imageMogr2/thumbnail/60x160!", (120, 80)),  # shrinks one side but would grow the other
+        ("imageMogr2/rotate/90|imageMogr2/thumbnail/!300p", (80, 120)),
+        ("imageView2/2/w/600", (120, 80)),
+        ("imageView2/1/w/300/h/300", (120, 80)),
+        ("imageMogr2/thumbnail/!50p", (60, 40)),  # shrinking is fine
+    ],
+)
+def test_animation_is_never_enlarged(gif: Path, rule: str, frame: tuple[int, int]) -> None:
+    out = _decode_all(vips.process(gif, parse(rule))[0])
+    assert (out.width, out.get("page-height")) == frame and out.get("n-pages") == 3
+
+
+def test_still_output_of_an_animation_is_its_first_frame(gif: Path) -> None:
+    out, _, mime = _run(gif, "imageMogr2/thumbnail/60x/format/png")
+    assert mime == "image/png" and (out.width, out.height) == (60, 40)
+    assert "n-pages" not in out.get_fields() or out.get("n-pages") == 1
+    assert _close(out, COLOURS[0])
+
+
+def test_cgif_keeps_evenly_spaced_frames_and_the_duration(tmp_path: Path) -> None:
+    path = _animation(tmp_path / "ten.gif", 10, [50] * 9 + [140], size=(40, 20))
+    out = _decode_all(vips.process(path, parse("imageMogr2/cgif/4"))[0])
+    assert out.get("n-pages") == 4 and out.get("page-height") == 20
+    # frames 0, 2, 5, 7 stand for 0-1, 2-4, 5-6, 7-9
+    assert out.get("delay") == [100, 150, 100, 240] and sum(out.get("delay")) == 590
+    for frame, index in zip(_frame_list(out), (0, 2, 5, 7), strict=True):
+        assert _close(frame, COLOURS[index % len(COLOURS)])
+    # cgif/n at or above the frame count keeps them all; cgif is for GIF output only
+    assert _decode_all(vips.process(path, parse("imageMogr2/cgif/20"))[0]).get("n-pages") == 10
+    webp_out = vips.process(path, parse("imageMogr2/cgif/4/format/webp"))[0]
+    assert _decode_all(webp_out).get("n-pages") == 10
+
+
+def test_cgif_1_keeps_30_frames(tmp_path: Path) -> None:
+    path = _animation(tmp_path / "forty.gif", 40, [10] * 40, size=(8, 8))
+    out = _decode_all(vips.process(path, parse("imageMogr2/thumbnail/4x/cgif/1"))[0])
+    assert out.get("n-pages") == 30 and (out.width, out.get("page-height")) == (4, 4)
+    assert sum(out.get("delay")) == 400
+
+
+def test_animation_limits(gif: Path) -> None:
+    rule = parse("imageMogr2/thumbnail/60x")
+    with pytest.raises(vips.ImageTooLarge) as info:
+        vips.process(gif, rule, limits=vips.ImageLimits(max_frames=2))
+    assert info.value.code == "ImageTooLarge"
+    with pytest.raises(vips.ImageTooLarge):
+        vips.process(gif, rule, limits=vips.ImageLimits(max_animated_pixels=120 * 80 * 3 - 1))
+    # fine at the limits, and a still output reads the first frame only
+    vips.process(gif, rule, limits=vips.ImageLimits(max_frames=3, max_animated_pixels=120 * 80 * 3))
+    vips.process(gif, parse("imageMogr2/format/png"), limits=vips.ImageLimits(max_frames=1))
+    data, mime = vips.process(
+        gif, parse("imageMogr2/thumbnail/60x/ignore-error/1"), limits=vips.ImageLimits(max_frames=2)
+    )
+    assert (data, mime) == (gif.read_bytes(), "image/gif")
+
+
+# --- limits and timeout ------------------------------------------------------------------------------------
+
+
+def test_limits_each_error(jpg: Path) -> None:
+    rule = parse("imageMogr2/thumbnail/!50p")
+    size = jpg.stat().st_size
+    with pytest.raises(vips.ImageTooLarge) as info:
+        vips.process(jpg, rule, limits=vips.ImageLimits(max_input_bytes=size - 1))
+    assert type(info.value) is vips.ImageTooLarge
+    vips.process(jpg, rule, limits=vips.ImageLimits(max_input_bytes=size))
+    with pytest.raises(vips.ImageResolutionExceed):
+        vips.process(jpg, rule, limits=vips.ImageLimits(max_pixels=1200 * 800 - 1))
+    with pytest.raises(vips.ImageResolutionExceed):
+        vips.process(jpg, rule, limits=vips.ImageLimits(max_side=1199))
+    with pytest.raises(vips.ImageResolutionExceed):
+        vips.process(jpg, rule, limits=vips.ImageLimits(max_output_side=599))
+    assert _dims(jpg, "imageMogr2/thumbnail/!50p") == (600, 400)
+    with pytest.raises(vips.ImageTooLarge) as info:
+        vips.process(jpg, rule, limits=vips.ImageLimits(max_output_bytes=1000))
+    assert type(info.value) is vips.ImageTooLarge
+    for call in (vips.image_info, vips.image_ave, vips.exif):
+        with pytest.raises(vips.ImageTooLarge):
+            call(jpg, limits=vips.ImageLimits(max_input_bytes=size - 1))
+    for call in (vips.image_info, vips.image_ave):  # exif reads the header only
+        with pytest.raises(vips.ImageResolutionExceed):
+            call(jpg, limits=vips.ImageLimits(max_side=1000))
+    assert vips.ImageLimits().max_input_bytes == 32 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def heavy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("img") / "heavy.jpg"
+    _gradient(3000, 3000).jpegsave(str(path), Q=75)
+    return path
+
+
+def test_timeout_stops_a_heavy_rule(heavy: Path) -> None:
+    rule = parse("imageMogr2/blur/50x50/sharpen/300")
+    with pytest.raises(vips.ImageProcessTimeout) as info:
+        vips.process(heavy, rule, limits=vips.ImageLimits(timeout=0.02))
+    assert (info.value.code, info.value.http_status) == ("RequestTimeout", 408)
+    # not answered with the original: the time is spent
+    with pytest.raises(vips.ImageProcessTimeout):
+        vips.process(
+            heavy, parse("imageMogr2/blur/50x50/ignore-error/1"), limits=vips.ImageLimits(timeout=0.02)
+        )
+    # the killed computation does not poison libvips' operation cache for the next caller
+    out, _, _ = _run(heavy, "imageMogr2/blur/50x50/sharpen/300")
+    assert (out.width, out.height) == (3000, 3000)
+    with pytest.raises(vips.ImageProcessTimeout):
+        vips.image_ave(heavy, limits=vips.ImageLimits(timeout=0))
+
+
+def test_timeout_kills_the_computation_inside_libvips() -> None:
+    # the deadline has not passed when rendering starts: only the progress signal can stop it
+    heavy = _gradient(4000, 4000).gaussblur(60)
+    deadline = vips._Deadline(0.02)
+    with pytest.raises(vips.ImageProcessTimeout):
+        deadline.render(heavy)
+    assert _gradient(64, 64).gaussblur(2).copy_memory().width == 64  # libvips still works
+
+
+# --- information calls ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tagged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("img") / "exif.jpg"
+    img = _gradient(64, 48).copy()
+    for name, value in (
+        ("exif-ifd0-Make", "Canon"),
+        ("exif-ifd0-Model", "Canon EOS 5D, Mark II"),
+        ("exif-ifd2-ExposureTime", "1/125"),
+        ("exif-ifd2-DateTimeOriginal", "2019:05:16 14:44:49"),
+    ):
+        img.set_type(pyvips.GValue.gstr_type, name, value)
+    img.set_type(pyvips.GValue.gint_type, "orientation", 6)
+    img.jpegsave(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PNG without metadata."""
+    path = tmp_path_factory.mktemp("img") / "bare.png"
+    _gradient(40, 30).pngsave(str(path), keep="none")
+    return path
+
+
+def test_exif(tagged: Path, png: Path, bare: Path, jpg: Path) -> None:
+    tags = vips.exif(tagged)
+    assert tags["Make"] == {"val": "Canon", "type": 2}
+    assert tags["Model"] == {"val": "Canon EOS 5D, Mark II", "type": 2}
+    assert tags["ExposureTime"] == {"val": "1/125 sec.", "type": 5}
+    assert tags["DateTimeOriginal"] == {"val": "2019:05:16 14:44:49", "type": 2}
+    assert tags["Orientation"] == {"val": "Right-top", "type": 3}
+    assert tags["PixelXDimension"] == {"val": "64", "type": 4}
+    assert "data" not in tags and all(set(v) == {"val", "type"} for v in tags.values())
+    assert vips.exif_bytes(tagged.read_bytes()) == tags
+    assert vips.exif(bare) == {"error": "no exif data"}
+    assert vips.exif(png)["ResolutionUnit"] == {"val": "Inch", "type": 3}  # libvips writes some
+    stripped = vips.process(jpg, parse("imageMogr2/strip"))[0]
+    assert vips.exif_bytes(stripped) == {"error": "no exif data"}
+
+
+def test_orientation(tagged: Path, bare: Path) -> None:
+    assert vips.orientation(tagged) == 6
+    assert vips.orientation(tagged.read_bytes()) == 6
+    assert vips.orientation(pyvips.Image.new_from_file(str(tagged))) == 6
+    assert vips.orientation(bare) == 0
+    assert vips.describe_file(tagged)["orientation"] == "6"
+
+
+@pytest.mark.parametrize(
+    ("values", "hex_"),
+    [
+        ([0x73, 0x62, 0x46], "0x736246"),
+        ([0x80], "0x808080"),
+        ([10, 20, 30, 0], "0xffffff"),  # transparent: flattened on white
+    ],
+)
+def test_image_ave_of_a_solid_colour(tmp_path: Path, values: list[int], hex_: str) -> None:
+    path = tmp_path / "solid.png"
+    _solid(50, 40, values).pngsave(str(path))
+    assert vips.image_ave(path) == {"RGB": hex_}
+    assert vips.image_info(path)["photo_rgb"] == hex_
+
+
+def test_image_info_keys_and_animation(gif: Path, jpg: Path) -> None:
+    info = vips.image_info(jpg)
+    assert tuple(info) == vips.IMAGE_INFO_FIELDS
+    assert vips.image_info(gif)["frame_count"] == "3" and vips.image_info(gif)["format"] == "gif"
+    described = vips.describe_file(jpg)
+    assert {k: described[k] for k in vips.IMAGE_INFO_FIELDS} == info
+    assert described["quality"] == "90" and described["orientation"] in ("0", "1")
+    assert "quality" not in vips.describe_file(gif)
+
+
+def test_describe_bytes_of_outputs(jpg: Path, gif: Path, png: Path) -> None:
+    data, _ = vips.process(jpg, parse("imageMogr2/thumbnail/300x/quality/60!"))
+    desc = vips.describe_bytes(data)
+    assert (desc["format"], desc["width"], desc["height"]) == ("jpeg", "300", "200")
+    assert desc["size"] == str(len(data)) and desc["frame_count"] == "1"
+    assert desc["quality"] == "60" and vips.estimate_jpeg_quality(data) == 60
+    assert len(desc["md5"]) == 32 and desc["photo_rgb"].startswith("0x")
+    assert "photo_rgb" not in vips.describe_bytes(data, photo_rgb=False)
+    anim = vips.describe_bytes(vips.process(gif, parse("imageMogr2/thumbnail/60x"))[0])
+    assert (anim["format"], anim["width"], anim["height"], anim["frame_count"]) == ("gif", "60", "40", "3")
+    webp_desc = vips.describe_bytes(vips.process(png, parse("imageMogr2/thumbnail/100x/format/webp"))[0])
+    assert (webp_desc["format"], webp_desc["width"], webp_desc["height"]) == ("webp", "100", "67")
+    bmp = vips.describe_bytes(vips.process(gif, parse("imageMogr2/format/bmp"))[0])
+    assert (bmp["format"], bmp["width"], bmp["height"], bmp["photo_rgb"]) == ("bmp", "120", "80", "0xff0000")
+    with pytest.raises(vips.InvalidImageFormat):
+        vips.describe_bytes(b"not an image")
+
+
+def test_flattening_an_image_with_alpha(tmp_path: Path) -> None:
+    path = tmp_path / "alpha.png"
+    _solid(40, 30, [0, 0, 255, 0]).pngsave(str(path))
+    out, _, mime = _run(path, "imageMogr2/format/jpg")
+    assert mime == "image/jpeg" and out.bands == 3 and out.min() > 240  # transparent -> white
+    out, _, _ = _run(path, "imageMogr2/rradius/10/format/jpg")
+    assert out.bands == 3

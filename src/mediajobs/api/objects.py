@@ -144,7 +144,9 @@ async def dispatch(api: Api, call: Call) -> WireResponse:
         await run(api.service.delete, call.bucket, call.key)
         return empty(204)
     if m == "POST":
-        sub = subresources(call, frozenset(("uploads", "uploadid")))
+        sub = subresources(call, frozenset(("uploads", "uploadid", "image_process")))
+        if sub == {"image_process"}:
+            return await pictures.image_process(api, call)
         if sub == {"uploads"}:
             return await initiate(api, call)
         if sub == {"uploadid"}:
@@ -169,6 +171,7 @@ def _etag(meta: ObjectMeta) -> str:
 
 async def put_object(api: Api, call: Call) -> WireResponse:
     storage_class, headers = object_headers(call, call.key)
+    ops = pictures.pic_operations(call)  # checked before a byte is stored
     length = declared_length(call, api.settings.max_object_size)
     if length is not None and length <= api.settings.inline_max:
         # A small body is read whole (it is bounded) and stored with one thread hop and one
@@ -182,16 +185,20 @@ async def put_object(api: Api, call: Call) -> WireResponse:
             )
 
         meta = await run(store)
-        return empty(200, [("ETag", _etag(meta)), ("x-cos-hash-crc64ecma", meta.crc64)])
-    await run(api.service.require_bucket, call.bucket)
-    meta = await receive_blob(
-        api,
-        call,
-        lambda info: api.service.put(
-            call.bucket, call.key, info, storage_class=storage_class, headers=headers
-        ),
-    )
-    return empty(200, [("ETag", _etag(meta)), ("x-cos-hash-crc64ecma", meta.crc64)])
+    else:
+        await run(api.service.require_bucket, call.bucket)
+        meta = await receive_blob(
+            api,
+            call,
+            lambda info: api.service.put(
+                call.bucket, call.key, info, storage_class=storage_class, headers=headers
+            ),
+        )
+    wire = [("ETag", _etag(meta)), ("x-cos-hash-crc64ecma", meta.crc64)]
+    if ops is None:
+        return empty(200, wire)
+    processed = await run(pictures.apply, api, meta, ops)
+    return xml_response("UploadResult", pictures.upload_result(processed), headers=wire)
 
 
 def parse_copy_source(value: str) -> tuple[str, str]:
@@ -437,6 +444,7 @@ async def list_parts(api: Api, call: Call) -> WireResponse:
 
 async def complete(api: Api, call: Call) -> WireResponse:
     upload = await _upload(api, call)
+    ops = pictures.pic_operations(call)  # checked before the parts are joined
     body = await read_small(call, api.settings.max_xml_size)
     root = xmlcodec.parse(body, root="CompleteMultipartUpload")
     requested: list[tuple[int, str]] = []
@@ -452,13 +460,17 @@ async def complete(api: Api, call: Call) -> WireResponse:
         headers = {k: v for k, v in headers.items() if not k.startswith("x-cos-meta-")} | meta_override
     meta = await run(api.service.complete, upload, requested, headers)
     host = call.host or f"{call.bucket}.cos.{api.settings.region}.myqcloud.com"
+    nodes: list[tuple[str, xmlcodec.Value]] = [
+        ("Location", f"{host}/{call.key}"),
+        ("Bucket", call.bucket),
+        ("Key", call.key),
+        ("ETag", _etag(meta)),
+    ]
+    if ops is not None:
+        # The Node SDK rebuilds UploadResult from ImageInfo and ProcessResults at this level.
+        processed = await run(pictures.apply, api, meta, ops)
+        nodes += [(k, v) for k, v in processed.original if k == "ImageInfo"]
+        nodes.append(("ProcessResults", processed.results))
     return xml_response(
-        "CompleteMultipartUploadResult",
-        [
-            ("Location", f"{host}/{call.key}"),
-            ("Bucket", call.bucket),
-            ("Key", call.key),
-            ("ETag", _etag(meta)),
-        ],
-        headers=[("x-cos-hash-crc64ecma", meta.crc64)],
+        "CompleteMultipartUploadResult", nodes, headers=[("x-cos-hash-crc64ecma", meta.crc64)]
     )

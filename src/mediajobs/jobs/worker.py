@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..processors import REGISTRY
 from ..processors.base import Cancelled, JobContext, JobFailed
@@ -29,6 +29,9 @@ from ..storage.service import ObjectService
 from .model import Job, State
 from .store import JobStore
 from .wake import Listener
+
+if TYPE_CHECKING:
+    from ..media.vips import ImageLimits
 
 log = logging.getLogger("mediajobs.worker")
 
@@ -47,8 +50,10 @@ class Worker:
         on_finish: Callable[[], None] = lambda: None,
         idle_poll: float = 1.0,
         hardware: frozenset[str] = frozenset(),
+        image_limits: ImageLimits | None = None,
     ) -> None:
         self.hardware = hardware
+        self.image_limits = image_limits
         self.store = store
         self.objects = objects
         self.lease = lease
@@ -116,6 +121,7 @@ class Worker:
             deadline=time.time() + limit,
             on_progress=lambda pct: self.store.set_progress(job.job_id, self.owner, pct),
             hardware=self.hardware,
+            image_limits=self.image_limits,
         )
         done = threading.Event()
         watcher = threading.Thread(target=self._watch, args=(job, ctx, done), daemon=True, name="job-watcher")

@@ -1096,6 +1096,17 @@ class Pipeline:
             if isinstance(stage, Info):
                 raise BadRule(stage.kind.value, f"{stage.kind.value} must be the last stage")
 
+    @property
+    def output_format(self) -> ImageFormat | None:
+        """The format the rule asks for (the last `format` written wins), or None to keep the input's."""
+        fmt: ImageFormat | None = None
+        for stage in self.stages:
+            if isinstance(stage, Mogr2):
+                fmt = next((op.format for op in reversed(stage.ops) if isinstance(op, Format)), fmt)
+            elif isinstance(stage, View2) and stage.format is not None:
+                fmt = stage.format
+        return fmt
+
 
 # --- parse ---------------------------------------------------------------------------------------------
 

@@ -14,11 +14,14 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from ..jobs.model import Job
 from ..nodes import Nodes
 from ..storage.service import ObjectService
+
+if TYPE_CHECKING:
+    from ..media.vips import ImageLimits
 
 
 class JobFailed(Exception):
@@ -55,6 +58,7 @@ class JobContext:
     cancelled: threading.Event = field(default_factory=threading.Event)
     on_progress: Callable[[int], None] = lambda _p: None
     hardware: frozenset[str] = frozenset()  # usable hardware encoders, when the operator allows them
+    image_limits: ImageLimits | None = None  # the picture engine's limits; None: its defaults
 
     def check(self) -> None:
         """Call between steps: raises if the job was cancelled or ran out of time."""

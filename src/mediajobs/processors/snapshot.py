@@ -14,13 +14,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from ..media import ffmpeg
+from ..media import ffmpeg, mogr2
 from ..nodes import Nodes, Value
 from . import register
 from .base import InvalidOperation, JobContext, JobFailed, Submission
 from .common import MAX_INPUT_SECONDS, probe_input, run_ffmpeg
 from .output import Output, check_output_key, expand, media_result, parse_output
 from .params import choice, flag, integer, num, operation_element, text
+from .picprocess import apply_rule, parse_process_rule
 
 if TYPE_CHECKING:  # PyAV is loaded by workers only, never for validation
     from ..media.probe import MediaInfo
@@ -109,6 +110,7 @@ class SnapshotSpec:
     out_mode: str = "OnlySnapshot"
     sprite: SpriteSpec | None = None
     format: str | None = None  # the Format node, when given
+    ci_param: mogr2.Pipeline | None = None  # CIParam: an image rule run on each snapshot
 
     @property
     def snapshots(self) -> bool:
@@ -182,10 +184,9 @@ def parse_snapshot(op: ET.Element | None) -> SnapshotSpec:
     node = op.find("Snapshot") if op is not None else None
     if node is None:
         raise InvalidOperation("Operation.Snapshot (or a TemplateId) is required.")
-    if text(node, "CIParam"):
-        raise InvalidOperation(
-            "CIParam is not supported yet: this server has no picture engine for imageMogr2 rules."
-        )
+    ci_param = (
+        parse_process_rule(text(node, "CIParam"), "Snapshot.CIParam") if text(node, "CIParam") else None
+    )
     count = integer(node, "Count", 1, 10000)
     if count is None:
         raise InvalidOperation("Snapshot.Count is required (1 to 10000).")
@@ -210,7 +211,15 @@ def parse_snapshot(op: ET.Element | None) -> SnapshotSpec:
         out_mode=out_mode,
         sprite=sprite,
         format=_FORMAT_NAMES[fmt] if fmt else None,
+        ci_param=ci_param,
     )
+
+
+def _rule_format(rule: mogr2.Pipeline | None, fmt: str) -> str:
+    wanted = rule.output_format if rule is not None else None
+    if wanted is None:
+        return fmt
+    return {"jpeg": "jpg", "yjpeg": "jpg", "heic": "heif", "apng": "png"}.get(wanted.value, wanted.value)
 
 
 def _or(value: int | None, default: int) -> int:
@@ -417,6 +426,8 @@ class SnapshotProcessor:
         out = parse_output(op)
         sprite_out = parse_sprite_output(op, out) if spec.sprites else None
         fmt = image_format(spec.format, out.object)
+        # CIParam may change the frames' format: FFmpeg writes `fmt`, the rule encodes `out_fmt`.
+        out_fmt = _rule_format(spec.ci_param, fmt)
         sprite_fmt = image_format(None, sprite_out.object, fmt) if sprite_out else fmt
         names = {"input_key": ctx.job.input_object, "job_id": ctx.job.job_id}
         with ctx.input_file() as src, ctx.workdir() as work:
@@ -439,7 +450,9 @@ class SnapshotProcessor:
             stored: list[tuple[str, str]] = []
             for i, path in enumerate(_numbered(work, "snap")):
                 ctx.check()
-                key = expand(out.object, ext=fmt, number=i, **names).lstrip("/")
+                if spec.ci_param is not None:
+                    path = apply_rule(ctx, path, spec.ci_param)
+                key = expand(out.object, ext=out_fmt, number=i, **names).lstrip("/")
                 stored.append((key, ctx.store_output(out.bucket, key, path)))
             sheets: list[tuple[str, str]] = []
             if sprite_out is not None:
@@ -447,7 +460,7 @@ class SnapshotProcessor:
                     ctx.check()
                     key = expand(sprite_out.object, ext=sprite_fmt, number=i, **names).lstrip("/")
                     sheets.append((key, ctx.store_output(sprite_out.bucket, key, path)))
-        prefix = object_prefix(out.object, ext=fmt, **names).lstrip("/") if stored else ""
+        prefix = object_prefix(out.object, ext=out_fmt, **names).lstrip("/") if stored else ""
         file_nodes = output_file_nodes(out, stored, prefix)
         if sprite_out is not None:
             sprite_prefix = object_prefix(sprite_out.object, ext=sprite_fmt, **names).lstrip("/")
