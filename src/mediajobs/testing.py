@@ -44,6 +44,7 @@ class ServerProcess:
     log_path: Path | None = None
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    database_url: str = ""  # empty: SQLite in data_dir
 
     @property
     def scheme(self) -> str:
@@ -69,6 +70,7 @@ class ServerProcess:
             sys.executable, "-m", "mediajobs", "serve",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--data-dir", str(self.data_dir), "--bucket", self.bucket,
+            *(["--database-url", self.database_url] if self.database_url else []),
             *self.extra_args,
         ]  # fmt: skip
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child

@@ -218,6 +218,9 @@ async def describe_jobs(api: Api, call: Call, kind: str) -> WireResponse:
         # A point read by primary key on SQLite takes tens of microseconds: cheaper here than the
         # thread hop, and this is the call clients poll.
         found, missing = api.inline_jobs.describe(call.bucket, kind, wanted)
+    elif api.jobs.store.loop_reads is not None:
+        # PostgreSQL: the same read awaited on the loop, on a connection kept for such reads.
+        found, missing = await api.jobs.describe_on_loop(call.bucket, kind, wanted)
     else:
         found, missing = await run(api.jobs.describe, call.bucket, kind, wanted)
     missing += [i for i in ids if not _ID[kind].match(i)]

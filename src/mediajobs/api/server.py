@@ -158,7 +158,8 @@ class Api:
         self.jobs = job_service
         self.tz = tz_of(settings.time_offset)
         self._buckets_seen: dict[str, float] = {}
-        # On SQLite, the job query clients poll runs on the event loop, on a connection of its own.
+        # On SQLite, the job query clients poll runs on the event loop, on a connection of its own
+        # (on PostgreSQL it is awaited there instead: JobStore.loop_reads).
         self.inline_jobs: JobService | None = None
         if service.engine.dialect.name == "sqlite":
             from ..db.engine import make_engine

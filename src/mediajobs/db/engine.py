@@ -1,24 +1,50 @@
-"""Engine creation and migrations."""
+"""Engine creation and migrations, for SQLite (the default) and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import ClauseElement, Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.pool import SingletonThreadPool
 
 from .schema import HEAD_REVISION
 
 if TYPE_CHECKING:
+    import psycopg
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
+# Taken for the length of a migration so that API nodes starting together on one PostgreSQL
+# database migrate it once, one after the other.
+_MIGRATION_LOCK = zlib.crc32(b"mediajobs-migrate")
 
-def make_engine(url: str, *, fsync: bool = True, per_thread: bool = False) -> Engine:
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql", "postgres:"))
+
+
+def _with_driver(url: str) -> str:
+    """postgres:// and postgresql:// (the usual spellings) mean psycopg 3, the driver we ship."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain) :]
+    return url
+
+
+def make_engine(url: str, *, fsync: bool = True, per_thread: bool = False, pool_size: int = 10) -> Engine:
     """An engine; `per_thread` (SQLite) gives each thread one connection of its own, for reads
-    made on the event loop's thread that must never wait for a pooled connection."""
+    made on the event loop's thread that must never wait for a pooled connection.
+
+    On PostgreSQL connections are pooled (QueuePool): `pool_size` stay open once made and as
+    many again may be opened under load. The pool is sized for the threads that use it: the
+    API's thread pool on an API node, the claim loop, its watcher and the callback deliverer in
+    a worker process.
+    """
     if url.startswith("sqlite"):
         pool: dict[str, Any] = (
             {"poolclass": SingletonThreadPool} if per_thread else {"pool_size": 8, "max_overflow": 16}
@@ -45,7 +71,85 @@ def make_engine(url: str, *, fsync: bool = True, per_thread: bool = False) -> En
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
+    if is_postgres(url):
+        url = _with_driver(url)
+        # --no-fsync: commits return before their WAL is flushed (a crash loses the last few
+        # acknowledged writes, never consistency), as synchronous=NORMAL does on SQLite.
+        connect: dict[str, Any] = {"application_name": "mediajobs", "connect_timeout": 10}
+        if not fsync:
+            connect["options"] = "-c synchronous_commit=off"
+        return create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=30,
+            pool_pre_ping=True,
+            pool_recycle=3600,
+            connect_args=connect,
+        )
     return create_engine(url, pool_pre_ping=True)
+
+
+def connect_kwargs(engine: Engine) -> dict[str, Any]:
+    """psycopg.connect() arguments for the database of a PostgreSQL engine (for connections
+    kept outside the pool: LISTEN, and reads on the event loop)."""
+    args, kwargs = engine.dialect.create_connect_args(engine.url)
+    assert not args, args
+    return {"application_name": "mediajobs", "connect_timeout": 10, **kwargs}
+
+
+class AsyncReads:
+    """Reads made on the event loop of a PostgreSQL API node: a few psycopg async connections,
+    used one query at a time, so a poll of a job costs no thread hop and never blocks the loop.
+
+    The counterpart of the per-thread SQLite connection (see `make_engine`). Statements are
+    SQLAlchemy Core selects compiled for the engine's dialect, so they are the very statements
+    the synchronous store runs.
+    """
+
+    def __init__(self, engine: Engine, size: int = 4) -> None:
+        self.engine = engine
+        self.size = size
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._slots: asyncio.Semaphore | None = None
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        import psycopg
+        from psycopg.rows import namedtuple_row
+
+        return await psycopg.AsyncConnection.connect(
+            **connect_kwargs(self.engine), autocommit=True, row_factory=namedtuple_row
+        )
+
+    async def all(self, stmt: ClauseElement) -> Sequence[Any]:
+        """The rows of `stmt` (attribute access by column name, like SQLAlchemy rows)."""
+        import psycopg
+
+        compiled = stmt.compile(dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True})
+        sql, params = str(compiled), compiled.params
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.size)
+        async with self._slots:
+            for attempt in (1, 2):
+                conn = self._idle.pop() if self._idle else await self._connect()
+                try:
+                    cur = await conn.execute(sql, params)
+                    rows = await cur.fetchall()
+                except psycopg.OperationalError:
+                    await conn.close()
+                    if attempt == 2:
+                        raise
+                    continue  # a connection the server closed: once more on a fresh one
+                except BaseException:
+                    await conn.close()
+                    raise
+                self._idle.append(conn)
+                return rows
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        while self._idle:
+            await self._idle.pop().close()
 
 
 def alembic_config(url: str) -> Config:
@@ -73,5 +177,12 @@ def migrate(engine: Engine) -> None:
 
     cfg = alembic_config(str(engine.url.render_as_string(hide_password=False)))
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Another node may be migrating right now: wait for it, then look again.
+            conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+            if inspect(conn).has_table("alembic_version") and (
+                conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+            ):
+                return
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

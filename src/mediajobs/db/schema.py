@@ -1,7 +1,7 @@
 """Tables of the metadata database (SQLAlchemy Core).
 
-Object keys are compared bytewise (SQLite's BINARY collation on UTF-8 text), which
-is the order COS lists them in. Every change to these tables needs an Alembic revision
+Object keys are compared bytewise, which is the order COS lists them in: SQLite's BINARY
+collation on UTF-8 text, and the "C" collation on PostgreSQL (whatever the database's default). Every change to these tables needs an Alembic revision
 in `migrations/versions`; tests check that the two agree.
 """
 
@@ -23,6 +23,11 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+# Text compared byte by byte on every database: keys and bucket names are listed in this order,
+# and range scans on them (prefixes, markers) depend on it.
+BYTEWISE_TEXT = Text().with_variant(Text(collation="C"), "postgresql")
+BYTEWISE_NAME = String(64).with_variant(String(64, collation="C"), "postgresql")
+
 # The newest migration in migrations/versions (a test keeps the two in step). Start-up reads
 # the database's revision and loads Alembic only when it differs.
 HEAD_REVISION = "0004"
@@ -38,7 +43,7 @@ credentials = Table(
 buckets = Table(
     "buckets",
     metadata,
-    Column("name", String(64), primary_key=True),
+    Column("name", BYTEWISE_NAME, primary_key=True),
     Column("region", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
 )
@@ -48,7 +53,7 @@ objects = Table(
     "objects",
     metadata,
     Column("bucket", String(64), primary_key=True),
-    Column("key", Text, primary_key=True),
+    Column("key", BYTEWISE_TEXT, primary_key=True),
     Column("blob", String(64), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("etag", String(80), nullable=False),
@@ -68,7 +73,7 @@ uploads = Table(
     metadata,
     Column("upload_id", String(64), primary_key=True),
     Column("bucket", String(64), nullable=False),
-    Column("key", Text, nullable=False),
+    Column("key", BYTEWISE_TEXT, nullable=False),
     Column("initiated", Float, nullable=False),
     Column("storage_class", String(32), nullable=False),
     Column("headers", Text, nullable=False),

@@ -86,6 +86,13 @@ class JobService:
         found = self.store.get_many(bucket, kind, ids)
         return [found[i] for i in ids if i in found], [i for i in ids if i not in found]
 
+    async def describe_on_loop(
+        self, bucket: str, kind: str, ids: Sequence[str]
+    ) -> tuple[list[Job], list[str]]:
+        """describe, awaited on the event loop (when the store has `loop_reads`)."""
+        found = await self.store.get_many_on_loop(bucket, kind, ids)
+        return [found[i] for i in ids if i in found], [i for i in ids if i not in found]
+
     def list_page(self, f: ListFilter, next_token: str, size: int) -> Page:
         scope = tokens.scope_digest(
             f.bucket, f.kind, f.tag, f.queue_id, sorted(f.states), f.start, f.end, f.workflow_id,

@@ -1,9 +1,12 @@
 """JobStore on SQLAlchemy Core: the same statements on SQLite (WAL) and PostgreSQL.
 
 Every state change is one conditional UPDATE whose WHERE clause names the state it leaves
-(and, for a worker, the lease it holds), so two writers can never both win. The only
-database-specific piece is the claim's row lock: `FOR UPDATE SKIP LOCKED` on PostgreSQL,
-the database write lock (BEGIN IMMEDIATE) on SQLite.
+(and, for a worker, the lease it holds), so two writers can never both win. The
+database-specific pieces are the claim's row lock (`FOR UPDATE SKIP LOCKED` on PostgreSQL,
+the database write lock, BEGIN IMMEDIATE, on SQLite) and its plan (PG_CLAIM_PLAN). Where a
+transaction reads a row and then writes on what it read, the read takes a row lock
+(`with_for_update`, which SQLite, whose writers are serialized, compiles to nothing): without
+it PostgreSQL's READ COMMITTED would let two such transactions interleave.
 """
 
 from __future__ import annotations
@@ -14,17 +17,30 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, literal_column, or_, select, update
+from sqlalchemy import Engine, Select, and_, func, insert, literal_column, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import Update
 
+from ..db.engine import AsyncReads
 from ..db.schema import jobs, kv, outbox, queues
 from .model import CATEGORY, Job, NewJob, Queue, State, as_nodes, default_queue_id
 
 DEFAULT_NOTIFY = {"Type": "Url", "Url": "", "Event": "TaskFinish", "State": "Off", "ResultFormat": "XML"}
 QUEUE_NAMES = {"Transcoding": "queue-1", "PicProcessing": "queue-pic-process-1"}
 MAX_ATTEMPTS = 3
+
+# The claim must read the first entry of ix_jobs_claim and stop. Statistics of a young or busy
+# jobs table are stale (a burst of submissions lands before autovacuum's next ANALYZE), and
+# with them the planner prices a bitmap scan of every waiting job plus a sort as cheaper: each
+# claim then reads the whole queue, and draining a burst takes quadratic time (procrastinate's
+# issue #1242). Switching those plan shapes off for the claim's own transaction leaves the
+# ordered index scan as the only plan. One round trip; SET LOCAL ends with the transaction.
+PG_CLAIM_PLAN = (
+    "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; "
+    "SET LOCAL enable_sort = off; SET LOCAL enable_incremental_sort = off"
+)
 
 
 def _dumps(value: Any) -> str:
@@ -110,6 +126,8 @@ class JobStore:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self._known_buckets: set[str] = set()
+        # PostgreSQL: reads an API node makes on its event loop (connections opened on first use).
+        self.loop_reads = AsyncReads(engine) if self.postgres else None
 
     def _write(self) -> Connection:
         return self.engine.connect().execution_options(write=True)
@@ -171,7 +189,7 @@ class JobStore:
         """Rename, pause or resume a queue; its waiting jobs change state in the same transaction,
         so no worker can start one of them after a pause was acknowledged."""
         with self._write() as conn, conn.begin():
-            row = conn.execute(select(queues).where(queues.c.queue_id == queue_id)).first()
+            row = conn.execute(select(queues).where(queues.c.queue_id == queue_id).with_for_update()).first()
             if row is None:
                 return None
             values: dict[str, Any] = {"name": name, "state": state, "update_time": time.time()}
@@ -196,13 +214,16 @@ class JobStore:
         """Insert jobs atomically; a job in a paused queue starts in Pause."""
         with self._write() as conn, conn.begin():
             out = []
+            # FOR SHARE: a pause of the queue waits for these jobs (and moves them to Pause), or
+            # these jobs see the pause; never a job left Submitted in a paused queue.
             paused = {
                 r.queue_id
                 for r in conn.execute(
-                    select(queues.c.queue_id).where(
-                        queues.c.queue_id.in_({n.queue_id for n in new}), queues.c.state == "Paused"
-                    )
+                    select(queues.c.queue_id, queues.c.state)
+                    .where(queues.c.queue_id.in_({n.queue_id for n in new}))
+                    .with_for_update(read=True)
                 )
+                if r.state == "Paused"
             }
             for n in new:
                 n = n.with_time()
@@ -232,13 +253,26 @@ class JobStore:
                 out.append(_job(conn.execute(select(jobs).where(jobs.c.seq == seq)).one()))
         return out
 
+    @staticmethod
+    def _get_many(bucket: str, kind: str, wanted: list[str]) -> Select[Any]:
+        by_id = jobs.c.job_id == wanted[0] if len(wanted) == 1 else jobs.c.job_id.in_(wanted)
+        return select(jobs).where(by_id, jobs.c.bucket == bucket, jobs.c.kind == kind)
+
     def get_many(self, bucket: str, kind: str, ids: Iterable[str]) -> dict[str, Job]:
         wanted = list(ids)
         if not wanted:
             return {}
         with self.engine.connect() as conn:
-            by_id = jobs.c.job_id == wanted[0] if len(wanted) == 1 else jobs.c.job_id.in_(wanted)
-            rows = conn.execute(select(jobs).where(by_id, jobs.c.bucket == bucket, jobs.c.kind == kind)).all()
+            rows = conn.execute(self._get_many(bucket, kind, wanted)).all()
+        return {r.job_id: _job(r) for r in rows}
+
+    async def get_many_on_loop(self, bucket: str, kind: str, ids: Iterable[str]) -> dict[str, Job]:
+        """get_many from the event loop, without a thread (PostgreSQL only: see `loop_reads`)."""
+        assert self.loop_reads is not None
+        wanted = list(ids)
+        if not wanted:
+            return {}
+        rows = await self.loop_reads.all(self._get_many(bucket, kind, wanted))
         return {r.job_id: _job(r) for r in rows}
 
     def get(self, job_id: str) -> Job | None:
@@ -275,7 +309,12 @@ class JobStore:
             q = q.where(jobs.c.inventory_job_id == f.inventory_job_id)
         if f.input_object:
             q = q.where(jobs.c.input_object == f.input_object)
-        if after is not None:
+        if after is not None and self.postgres:
+            # A row comparison is an index condition on PostgreSQL: the scan starts at the cursor
+            # itself, not at the start of its second (a burst puts thousands of jobs in one).
+            cursor = tuple_(jobs.c.created_at, jobs.c.seq)
+            q = q.where(cursor > tuple_(*after) if f.ascending else cursor < tuple_(*after))
+        elif after is not None:
             t, seq = after
             # The range above is what the index seeks on; this only breaks ties within a second.
             if f.ascending:
@@ -293,7 +332,7 @@ class JobStore:
         """Cancel a waiting or running job. Returns (state it had, job now), None if unknown."""
         now = time.time()
         with self._write() as conn, conn.begin():
-            row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).first()
+            row = conn.execute(select(jobs).where(jobs.c.job_id == job_id).with_for_update()).first()
             if row is None:
                 return None
             before = row.state
@@ -309,19 +348,28 @@ class JobStore:
 
     # ---- jobs: the worker side ---------------------------------------------------------------
 
-    def claim(self, owner: str, lease: float, kinds: Sequence[str] | None = None) -> Job | None:
-        """Take the best waiting job: highest JobLevel, then oldest. One statement."""
+    def claim_statement(self, owner: str, lease: float, kinds: Sequence[str] | None = None) -> Update:
+        """The claim: one UPDATE that takes the best waiting job and returns it."""
         now = time.time()
         # A literal 'Submitted' (not a bound parameter) lets SQLite use the partial index.
         pick = select(jobs.c.seq).where(jobs.c.state == literal_column("'Submitted'"))
         if kinds:
             pick = pick.where(jobs.c.kind.in_(list(kinds)))
-        pick = pick.order_by(jobs.c.job_level.desc(), jobs.c.seq).limit(1)
+        pick = pick.order_by(jobs.c.job_level.desc(), jobs.c.seq)
         if self.postgres:
-            pick = pick.with_for_update(skip_locked=True)
-        stmt = (
+            # The row comes locked (SKIP LOCKED: a row another claimer holds is passed over, not
+            # waited for) and PostgreSQL rechecks its state once locked, so the UPDATE finds it by
+            # primary key alone. Restating `state = 'Submitted'` out here let the planner reach
+            # the row through ix_jobs_lease instead, reading every waiting job to find one. LIMIT
+            # is a literal so that a generic plan (prepared statements) still knows it wants one row.
+            pick = pick.limit(literal_column("1")).with_for_update(skip_locked=True)
+            where = [jobs.c.seq == pick.scalar_subquery()]
+        else:
+            pick = pick.limit(1)
+            where = [jobs.c.seq == pick.scalar_subquery(), jobs.c.state == State.SUBMITTED.value]
+        return (
             update(jobs)
-            .where(jobs.c.seq == pick.scalar_subquery(), jobs.c.state == State.SUBMITTED.value)
+            .where(*where)
             .values(
                 state=State.RUNNING.value,
                 lease_owner=owner,
@@ -332,7 +380,13 @@ class JobStore:
             )
             .returning(*jobs.c)
         )
+
+    def claim(self, owner: str, lease: float, kinds: Sequence[str] | None = None) -> Job | None:
+        """Take the best waiting job: highest JobLevel, then oldest. One statement."""
+        stmt = self.claim_statement(owner, lease, kinds)
         with self._write() as conn, conn.begin():
+            if self.postgres:
+                conn.exec_driver_sql(PG_CLAIM_PLAN)
             row = conn.execute(stmt).first()
         return _job(row) if row else None
 

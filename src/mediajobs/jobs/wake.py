@@ -1,13 +1,16 @@
 """Waking workers the moment a job is submitted or cancelled, across processes.
 
 On SQLite every worker process binds a UNIX datagram socket in <data-dir>/wake/; a
-submitter sends one byte to each. No polling delay on the happy path, and a lost datagram
-only costs the idle poll interval. (PostgreSQL gets LISTEN/NOTIFY behind the same interface.)
+submitter sends one byte to each. On PostgreSQL, where workers may run on other machines,
+a submitter sends NOTIFY and every worker process LISTENs on a connection of its own. Either
+way there is no polling delay on the happy path, and a lost wake-up only costs the idle
+poll interval.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import select
@@ -15,9 +18,40 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import Engine, func
+from sqlalchemy import select as sql_select
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger("mediajobs.wake")
+
+CHANNEL = "mediajobs_wake"
 
 
-class Waker:
+class Listener(Protocol):
+    def wait(self, timeout: float) -> bool:
+        """Block until woken or `timeout`; True when woken. Drains queued wake-ups."""
+        ...
+
+    def poke(self) -> None:
+        """Wake whoever waits on this listener (a thread of this process)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Waker(Protocol):
+    def notify(self) -> None:
+        """Wake every listening worker (best effort, never raises)."""
+        ...
+
+    def listener(self) -> Listener: ...
+
+
+class SocketWaker:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -50,11 +84,11 @@ class Waker:
                     # A socket nobody listens on belongs to a dead process.
                     os.unlink(peer)
 
-    def listener(self) -> Listener:
-        return Listener(self.dir)
+    def listener(self) -> SocketListener:
+        return SocketListener(self.dir)
 
 
-class Listener:
+class SocketListener:
     def __init__(self, directory: Path) -> None:
         self.path = directory / f"w{os.getpid()}-{secrets.token_hex(4)}.sock"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -83,3 +117,94 @@ class Listener:
         self.sock.close()
         with contextlib.suppress(OSError):
             self.path.unlink()
+
+
+# ---- PostgreSQL -----------------------------------------------------------------------------
+
+
+class NotifyWaker:
+    """NOTIFY on a pooled connection, right after the submit's transaction commits."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def notify(self) -> None:
+        try:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(sql_select(func.pg_notify(CHANNEL, "")))
+        except Exception:
+            # The job is committed; the workers' idle poll finds it a moment later.
+            log.warning("NOTIFY failed; workers will find the job at their next poll", exc_info=True)
+
+    def listener(self) -> NotifyListener:
+        return NotifyListener(self.engine)
+
+
+class NotifyListener:
+    """LISTEN on a connection of its own (outside the pool), waited on with select() together
+    with a pipe that `poke` writes to. A lost connection is made again on the next wait."""
+
+    def __init__(self, engine: Engine) -> None:
+        from ..db.engine import connect_kwargs
+
+        self._connect_kwargs = connect_kwargs(engine)
+        self._conn: psycopg.Connection[Any] | None = None
+        self._retry_at = 0.0
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+        self._connect()
+
+    def _connect(self) -> None:
+        import psycopg
+
+        try:
+            conn = psycopg.connect(**self._connect_kwargs, autocommit=True)
+            conn.execute(f"LISTEN {CHANNEL}")
+        except psycopg.Error:
+            log.warning("cannot LISTEN for wake-ups; polling until the database is back", exc_info=True)
+            self._retry_at = time.monotonic() + 1.0
+            return
+        self._conn = conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
+
+    def wait(self, timeout: float) -> bool:
+        if self._conn is None and time.monotonic() >= self._retry_at:
+            self._connect()
+            if self._conn is not None:
+                return True  # notifications may have been missed while disconnected: look now
+        fds = [self._r] if self._conn is None else [self._r, self._conn.pgconn.socket]
+        ready, _, _ = select.select(fds, [], [], timeout)
+        woke = bool(ready)
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._r, 64):
+                pass
+        if self._conn is not None and self._conn.pgconn.socket in ready:
+            import psycopg
+
+            pgconn = self._conn.pgconn
+            try:
+                pgconn.consume_input()
+                while pgconn.notifies() is not None:
+                    pass
+                lost = pgconn.status != psycopg.pq.ConnStatus.OK
+            except psycopg.Error:
+                lost = True
+            if lost:  # the server went away: LISTEN again at the next wait
+                self._drop()
+        return woke
+
+    def poke(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._w, b"!")
+
+    def close(self) -> None:
+        self._drop()
+        for fd in (self._r, self._w):
+            with contextlib.suppress(OSError):
+                os.close(fd)

@@ -1,7 +1,7 @@
 """The worker: claim, run, heartbeat, finish; and the supervisor that keeps worker processes alive.
 
 One worker process runs one job at a time in its main thread. A watcher thread renews the
-lease, notices a cancel (woken by the API through the wake socket) and enforces the run-time
+lease, notices a cancel (woken by the API through the waker) and enforces the run-time
 limit; when a processor will not stop, the watcher ends the whole process and the
 supervisor starts a fresh one, so a stuck job can never hold a worker forever.
 """
@@ -61,7 +61,8 @@ class Worker:
         self.listener = listener
         self.on_finish = on_finish
         self.idle_poll = idle_poll
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        # Fits jobs.lease_owner (64 characters), which PostgreSQL enforces.
+        self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
         self.kinds = sorted({p.kind for p in REGISTRY.values()})
         self._last_recover = 0.0
 

@@ -4,6 +4,11 @@ Every method is synchronous (called from a worker thread by the API). A write fi
 its blob durable, then commits the row that points at it, then retires the blob the row
 used to point at; so a crash at any point leaves the previous object or the new one, never
 a torn one.
+
+The same statements run on SQLite, whose writers take turns (BEGIN IMMEDIATE), and on
+PostgreSQL under READ COMMITTED, where they do not: a transaction that writes on what it has
+read locks what it read (`with_for_update`, compiled to nothing on SQLite), and an insert
+that may race another one says what to do on conflict.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .. import errors
 from ..db.schema import blob_gc, buckets, credentials, objects, parts, uploads
@@ -118,6 +125,7 @@ class ObjectService:
     def __init__(self, engine: Engine, blobs: BlobStore) -> None:
         self.engine = engine
         self.blobs = blobs
+        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
 
     def _write(self) -> Any:
         return self.engine.connect().execution_options(write=True)
@@ -130,20 +138,11 @@ class ObjectService:
 
     def add_credentials(self, secret_id: str, secret_key: str) -> None:
         with self._write() as conn, conn.begin():
-            if conn.execute(
-                select(credentials.c.secret_id).where(credentials.c.secret_id == secret_id)
-            ).first():
-                conn.execute(
-                    update(credentials)
-                    .where(credentials.c.secret_id == secret_id)
-                    .values(secret_key=secret_key)
-                )
-            else:
-                conn.execute(
-                    insert(credentials).values(
-                        secret_id=secret_id, secret_key=secret_key, created_at=time.time()
-                    )
-                )
+            conn.execute(
+                self._insert(credentials)
+                .values(secret_id=secret_id, secret_key=secret_key, created_at=time.time())
+                .on_conflict_do_update(index_elements=["secret_id"], set_={"secret_key": secret_key})
+            )
 
     # ---- buckets -----------------------------------------------------------------------
 
@@ -164,19 +163,27 @@ class ObjectService:
         return [Bucket(r.name, r.region, r.created_at) for r in rows]
 
     def create_bucket(self, name: str, region: str, *, exist_ok: bool = False) -> Bucket:
+        now = time.time()
         with self._write() as conn, conn.begin():
-            row = conn.execute(select(buckets).where(buckets.c.name == name)).first()
-            if row is not None:
-                if exist_ok:
-                    return Bucket(row.name, row.region, row.created_at)
-                raise errors.BucketAlreadyOwnedByYou()
-            now = time.time()
-            conn.execute(insert(buckets).values(name=name, region=region, created_at=now))
+            # API nodes starting together each create their --bucket: one insert wins.
+            made = conn.execute(
+                self._insert(buckets)
+                .values(name=name, region=region, created_at=now)
+                .on_conflict_do_nothing()
+                .returning(buckets.c.name)
+            ).first()
+            if made is None:
+                if not exist_ok:
+                    raise errors.BucketAlreadyOwnedByYou()
+                row = conn.execute(select(buckets).where(buckets.c.name == name)).one()
+                return Bucket(row.name, row.region, row.created_at)
         return Bucket(name, region, now)
 
     def delete_bucket(self, name: str) -> None:
         with self._write() as conn, conn.begin():
-            if conn.execute(select(buckets.c.name).where(buckets.c.name == name)).first() is None:
+            # The lock waits for writes into the bucket that are under way (they share-lock it).
+            mine = select(buckets.c.name).where(buckets.c.name == name).with_for_update()
+            if conn.execute(mine).first() is None:
                 raise errors.NoSuchBucket()
             busy = conn.execute(select(objects.c.key).where(objects.c.bucket == name).limit(1)).first()
             busy = (
@@ -254,8 +261,7 @@ class ObjectService:
         return meta
 
     def _upsert(self, conn: Connection, meta: ObjectMeta) -> list[str]:
-        if conn.execute(select(buckets.c.name).where(buckets.c.name == meta.bucket)).first() is None:
-            raise errors.NoSuchBucket()
+        self._require_bucket(conn, meta.bucket, lock=True)
         values = {
             "blob": meta.blob,
             "size": meta.size,
@@ -266,16 +272,17 @@ class ObjectService:
             "headers": json.dumps(meta.headers, separators=(",", ":")),
             "data": meta.data,
         }
-        old = conn.execute(
-            select(objects.c.blob).where(objects.c.bucket == meta.bucket, objects.c.key == meta.key)
-        ).first()
-        if old is None:
-            conn.execute(insert(objects).values(bucket=meta.bucket, key=meta.key, **values))
-            return []
-        conn.execute(
-            update(objects).where(objects.c.bucket == meta.bucket, objects.c.key == meta.key).values(**values)
-        )
-        return self._retire(conn, [old.blob])
+        where = (objects.c.bucket == meta.bucket, objects.c.key == meta.key)
+        while True:
+            # Locked: a concurrent writer of the same key waits, then retires our blob, not this one.
+            old = conn.execute(select(objects.c.blob).where(*where).with_for_update()).first()
+            if old is not None:
+                conn.execute(update(objects).where(*where).values(**values))
+                return self._retire(conn, [old.blob])
+            ins = self._insert(objects).values(bucket=meta.bucket, key=meta.key, **values)
+            if conn.execute(ins.on_conflict_do_nothing().returning(objects.c.key)).first() is not None:
+                return []
+            # Another writer created the key since we looked (PostgreSQL): overwrite it.
 
     def put_inline(
         self,
@@ -329,9 +336,9 @@ class ObjectService:
         """Merge `headers` into an object's stored headers if it still has `etag`."""
         with self._write() as conn, conn.begin():
             row = conn.execute(
-                select(objects.c.headers).where(
-                    objects.c.bucket == bucket, objects.c.key == key, objects.c.etag == etag
-                )
+                select(objects.c.headers)
+                .where(objects.c.bucket == bucket, objects.c.key == key, objects.c.etag == etag)
+                .with_for_update()
             ).first()
             if row is None:
                 return False
@@ -354,8 +361,10 @@ class ObjectService:
             for i in range(0, len(keys), 500):
                 chunk = list(keys[i : i + 500])
                 cond = (objects.c.bucket == bucket) & objects.c.key.in_(chunk)
-                retired += [r.blob for r in conn.execute(select(objects.c.blob).where(cond))]
-                conn.execute(delete(objects).where(cond))
+                # The blobs of the rows actually deleted (a concurrent overwrite may have changed them).
+                retired += [
+                    r.blob for r in conn.execute(delete(objects).where(cond).returning(objects.c.blob))
+                ]
             retired = self._retire(conn, retired)  # inline objects have no blob to retire
         self._collect(retired)
 
@@ -440,8 +449,13 @@ class ObjectService:
         prefixes = [name for name, m in items if m is None]
         return Listing(contents, prefixes, truncated, items[-1][0] if truncated and items else None)
 
-    def _require_bucket(self, conn: Connection, bucket: str) -> None:
-        if conn.execute(select(buckets.c.name).where(buckets.c.name == bucket)).first() is None:
+    def _require_bucket(self, conn: Connection, bucket: str, *, lock: bool = False) -> None:
+        """NoSuchBucket unless the bucket exists; `lock`: and keep it until the commit (a write
+        into the bucket: DELETE Bucket waits for it, and then finds the bucket not empty)."""
+        q = select(buckets.c.name).where(buckets.c.name == bucket)
+        if lock:
+            q = q.with_for_update(read=True, key_share=True)
+        if conn.execute(q).first() is None:
             raise errors.NoSuchBucket()
 
     # ---- multipart ---------------------------------------------------------------------
@@ -449,7 +463,7 @@ class ObjectService:
     def initiate(self, bucket: str, key: str, storage_class: str, headers: dict[str, str]) -> Upload:
         up = Upload(secrets.token_hex(24), bucket, key, time.time(), storage_class, headers)
         with self._write() as conn, conn.begin():
-            self._require_bucket(conn, bucket)
+            self._require_bucket(conn, bucket, lock=True)
             conn.execute(
                 insert(uploads).values(
                     upload_id=up.upload_id,
@@ -480,9 +494,12 @@ class ObjectService:
         part = Part(number, info.blob, info.size, info.md5_hex, str(info.crc64), time.time())
         try:
             with self._write() as conn, conn.begin():
+                # Locked until the commit: completing or aborting the upload waits for this part.
                 if (
                     conn.execute(
-                        select(uploads.c.upload_id).where(uploads.c.upload_id == upload.upload_id)
+                        select(uploads.c.upload_id)
+                        .where(uploads.c.upload_id == upload.upload_id)
+                        .with_for_update()
                     ).first()
                     is None
                 ):
@@ -604,7 +621,9 @@ class ObjectService:
             with self._write() as conn, conn.begin():
                 gone = (
                     conn.execute(
-                        select(uploads.c.upload_id).where(uploads.c.upload_id == upload.upload_id)
+                        select(uploads.c.upload_id)
+                        .where(uploads.c.upload_id == upload.upload_id)
+                        .with_for_update()
                     ).first()
                     is None
                 )
@@ -626,14 +645,16 @@ class ObjectService:
 
     def abort(self, upload: Upload) -> None:
         with self._write() as conn, conn.begin():
-            part_blobs = [
-                r.blob
-                for r in conn.execute(select(parts.c.blob).where(parts.c.upload_id == upload.upload_id))
-            ]
-            conn.execute(delete(parts).where(parts.c.upload_id == upload.upload_id))
+            # The upload row first: a part being added finishes before (or finds the upload gone).
             n = conn.execute(delete(uploads).where(uploads.c.upload_id == upload.upload_id)).rowcount
             if not n:
                 raise errors.NoSuchUpload()
+            part_blobs = [
+                r.blob
+                for r in conn.execute(
+                    delete(parts).where(parts.c.upload_id == upload.upload_id).returning(parts.c.blob)
+                )
+            ]
             retired = self._retire(conn, part_blobs)
         self._collect(retired)
 

@@ -15,6 +15,11 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+# Keys and bucket names sort bytewise on PostgreSQL too, whatever the database's collation
+# (SQLite's default BINARY collation already does).
+_KEY = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
+_BUCKET = sa.String(64).with_variant(sa.String(64, collation="C"), "postgresql")
+
 
 def upgrade() -> None:
     op.create_table(
@@ -25,14 +30,14 @@ def upgrade() -> None:
     )
     op.create_table(
         "buckets",
-        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("name", _BUCKET, primary_key=True),
         sa.Column("region", sa.String(64), nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
     )
     op.create_table(
         "objects",
         sa.Column("bucket", sa.String(64), primary_key=True),
-        sa.Column("key", sa.Text, primary_key=True),
+        sa.Column("key", _KEY, primary_key=True),
         sa.Column("blob", sa.String(64), nullable=False),
         sa.Column("size", sa.BigInteger, nullable=False),
         sa.Column("etag", sa.String(80), nullable=False),
@@ -45,7 +50,7 @@ def upgrade() -> None:
         "uploads",
         sa.Column("upload_id", sa.String(64), primary_key=True),
         sa.Column("bucket", sa.String(64), nullable=False),
-        sa.Column("key", sa.Text, nullable=False),
+        sa.Column("key", _KEY, nullable=False),
         sa.Column("initiated", sa.Float, nullable=False),
         sa.Column("storage_class", sa.String(32), nullable=False),
         sa.Column("headers", sa.Text, nullable=False),
