@@ -8,6 +8,7 @@ import pytest
 
 from mediajobs.testing import ServerProcess, running_server
 from tests.postgres import Cluster, start_cluster
+from tests.seaweed import Seaweed, start_seaweed
 
 for _k in [k for k in os.environ if k.startswith("MEDIAJOBS_")]:
     del os.environ[_k]
@@ -43,6 +44,16 @@ def pg_cluster() -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    """An S3 service for the session (SeaweedFS, `weed server -s3`) with one bucket."""
+    sw = start_seaweed(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield sw
+    finally:
+        sw.stop()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -11,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from . import __version__, errors, settings
+from . import __version__, errors, logs, settings
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 
@@ -27,6 +26,21 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--database-url", help="SQLAlchemy URL of the metadata database (default SQLite in the data dir)."
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-format", choices=["text", "json"], help="json: one JSON object per log line (default text)."
+    )
+
+
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="s3://bucket/optional/prefix: object bytes in an S3-compatible store (default: the data dir).",
+    )
+    p.add_argument("--s3-endpoint", metavar="URL", help="Endpoint of the S3-compatible service.")
+    p.add_argument("--s3-region", help="Region S3 requests are signed for (default us-east-1).")
+    p.add_argument("--s3-access-key", help="S3 access key id (prefer MEDIAJOBS_S3_ACCESS_KEY or AWS_*).")
+    p.add_argument("--s3-secret-key", help="S3 secret key (prefer MEDIAJOBS_S3_SECRET_KEY or AWS_*).")
 
 
 def _add_engine(p: argparse.ArgumentParser) -> None:
@@ -46,6 +60,7 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
         ("image_max_output_side", int),
         ("image_max_output_bytes", int),
         ("image_timeout", float),
+        ("image_workers", int),
     ):
         default = settings.Settings.__dataclass_fields__[name].default
         help_text = settings.Settings.__dataclass_fields__[name].metadata["help"]
@@ -61,6 +76,7 @@ def parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="Run the API server.")
     _add_common(serve)
+    _add_storage(serve)
     serve.add_argument("--host", help="Address to listen on (default 127.0.0.1).")
     serve.add_argument("--port", type=int, help=f"Port to listen on (default {settings.DEFAULT_PORT}).")
     serve.add_argument("--region", help="Region reported for buckets (default ap-guangzhou).")
@@ -97,6 +113,7 @@ def parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="Run workers only (no API), on the same data dir or database.")
     _add_common(worker)
+    _add_storage(worker)
     _add_engine(worker)
     worker.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
 
@@ -122,12 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         console.print(f"[red]mediajobs: {exc}[/red]")
         return 2
-    logging.basicConfig(
-        level=conf.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.setup(conf.log_level, conf.log_format)
     if ns.command == "migrate":
         from .db.engine import make_engine, migrate
 
@@ -155,6 +167,11 @@ def _worker(conf: settings.Settings, *, child: bool) -> int:
     count = settings.effective_workers(conf)
     if count <= 1 or child:
         run_worker(conf, stop)
+        if child:
+            # Stopped cleanly, its row in `workers` deleted: skip the interpreter's teardown
+            # (a few tenths of a second of module finalization the supervisor would wait for).
+            logs.flush()
+            os._exit(0)
         return 0
     sup = Supervisor(count, {**os.environ, **settings.to_env(conf)})
     sup.start()
@@ -169,6 +186,7 @@ def _worker(conf: settings.Settings, *, child: bool) -> int:
 
 def _serve(conf: settings.Settings) -> int:
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from .api.httpserver import SpelledHttpToolsProtocol
     from .app import build
@@ -207,6 +225,8 @@ def _serve(conf: settings.Settings) -> int:
             lifespan="off",
             access_log=False,
             log_level=conf.log_level,
+            # json: uvicorn's own lines go through our handler too, one JSON object each.
+            log_config=None if conf.log_format == "json" else LOGGING_CONFIG,
             ssl_certfile=conf.tls_cert or None,
             ssl_keyfile=conf.tls_key or None,
             server_header=False,
@@ -214,11 +234,23 @@ def _serve(conf: settings.Settings) -> int:
             timeout_keep_alive=75,
         )
     )
+    # uvicorn stops on SIGTERM or SIGINT, then raises the signal again for the handler it found.
+    # The default action would end this process before `supervisor.stop()`, and the workers would
+    # die by PDEATHSIG (SIGKILL) mid-job instead of stopping cleanly and leaving the `workers`
+    # table; so the signal is held until they have stopped, then takes its default action.
+    import signal
+
+    held: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: held.append(signum))
     try:
         server.run()
     finally:
         if supervisor is not None:
             supervisor.stop()
+    for signum in held[:1]:
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import tempfile
 import threading
@@ -9,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import logs
 from .db.engine import make_engine, migrate
 from .jobs.store import JobStore
 from .jobs.wake import NotifyWaker, SocketWaker, Waker
 from .settings import Settings
+from .storage.base import BlobStore
 from .storage.local import LocalBlobStore
 from .storage.service import ObjectService
 
@@ -39,12 +42,28 @@ def wake_dir(settings: Settings) -> Path:
     return path
 
 
+def blob_store(settings: Settings) -> BlobStore:
+    """Files under the data dir, or an S3-compatible store for `--storage s3://...`."""
+    if not settings.storage.startswith("s3://"):
+        return LocalBlobStore(settings.data_dir, fsync=settings.fsync)
+    from .storage.s3 import S3BlobStore  # boto3 loads only where it is used
+
+    return S3BlobStore(
+        settings.storage,
+        scratch=settings.data_dir / "tmp",
+        endpoint_url=settings.s3_endpoint,
+        region=settings.s3_region,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+    )
+
+
 def build_core(settings: Settings, *, migrate_schema: bool = True, pool_size: int = 10) -> Core:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.effective_database_url, fsync=settings.fsync, pool_size=pool_size)
     if migrate_schema:
         migrate(engine)
-    blobs = LocalBlobStore(settings.data_dir, fsync=settings.fsync)
+    blobs = blob_store(settings)
     # SQLite: every process is on this machine, so datagram sockets in the data dir reach them
     # all. PostgreSQL: workers may be anywhere, and the database itself carries the wake-up.
     waker: Waker = (
@@ -79,10 +98,17 @@ def run_worker(settings: Settings, stop: threading.Event) -> None:
     # The claim loop, its watcher and the callback deliverer: a few connections at most.
     core = build_core(settings, migrate_schema=False, pool_size=3)
     deliverer = Deliverer(core.store, tz_of(settings.time_offset), settings.callback_timeout)
-    threading.Thread(target=deliverer.run_forever, args=(stop,), daemon=True, name="callbacks").start()
     listener = core.waker.listener()
+
+    # A stop asked for while the loop waits for work ends the wait at once.
+    def poke_on_stop() -> None:
+        stop.wait()
+        listener.poke()
+
+    poker = threading.Thread(target=poke_on_stop, daemon=True, name="stop-poke")
+    poker.start()
     try:
-        Worker(
+        worker = Worker(
             core.store,
             core.objects,
             lease=settings.lease_seconds,
@@ -91,6 +117,15 @@ def run_worker(settings: Settings, stop: threading.Event) -> None:
             on_finish=deliverer.wake.set,
             hardware=usable(settings.hardware_encoder),
             image_limits=image_limits(settings),
-        ).run_forever(stop)
+        )
+        # Every log line of this process names the worker, the deliverer's included.
+        logs.worker.set(worker.owner)
+        threading.Thread(
+            target=contextvars.copy_context().run, args=(deliverer.run_forever, stop), daemon=True,
+            name="callbacks",
+        ).start()  # fmt: skip
+        worker.run_forever(stop)
     finally:
+        stop.set()
+        poker.join()  # its poke lands before the close
         listener.close()

@@ -29,6 +29,22 @@ class Settings:
     database_url: str = _f(
         "", "SQLAlchemy URL of the metadata database; empty means SQLite at <data-dir>/mediajobs.db."
     )
+    storage: str = _f(
+        "",
+        "Where object bytes and job outputs live: empty for files under <data-dir>/blobs, or "
+        "s3://bucket/optional/prefix for an S3-compatible store (the data dir then holds only scratch files).",
+    )
+    s3_endpoint: str = _f(
+        "", "Endpoint URL of the S3-compatible service, e.g. http://127.0.0.1:8333; empty: AWS S3."
+    )
+    s3_region: str = _f(
+        "",
+        "Region the S3 requests are signed for; empty: boto3's chain (AWS_REGION, ~/.aws), else us-east-1.",
+    )
+    s3_access_key: str = _f(
+        "", "S3 access key id; empty: boto3's usual chain (AWS_ACCESS_KEY_ID, ~/.aws, instance role)."
+    )
+    s3_secret_key: str = _f("", "S3 secret access key belonging to s3_access_key.")
     region: str = _f("ap-guangzhou", "Region reported for buckets created without one.")
     secret_id: str = _f("", "SecretId accepted by the server (with secret_key).")
     secret_key: str = _f("", "SecretKey belonging to secret_id.")
@@ -50,6 +66,11 @@ class Settings:
     fsync: bool = _f(True, "fsync object bytes and the database before acknowledging a write.")
     sign_skew: int = _f(900, "Seconds a signature's start time may lie in the future.")
     log_level: str = _f("info", "Log level: debug, info, warning, error.")
+    log_format: str = _f(
+        "text",
+        "Log lines as text, or json: one object per line with time, level, logger, message and "
+        "request_id, job_id, worker when known (docs/operations.md).",
+    )
     workers: int = _f(
         -1,
         "Worker processes `serve` runs beside the API; -1: one per CPU core but one (at least 1); 0: none.",
@@ -83,6 +104,11 @@ class Settings:
     image_max_output_side: int = _f(9999, "Longest side (pixels) of a processed image.")
     image_max_output_bytes: int = _f(32 * 1024 * 1024, "Largest processed image, in bytes.")
     image_timeout: float = _f(30.0, "Seconds one image operation may run before it is stopped.")
+    image_workers: int = _f(
+        -1,
+        "Processes that run image requests of an API node (started on the first one); -1: one per "
+        "CPU core; 0: in the API process's threads.",
+    )
 
     @property
     def sqlite_path(self) -> Path:
@@ -158,8 +184,14 @@ def load(
         if value is not None:
             values[name] = _coerce(name, hints[name], value)
     conf = Settings(**values)
+    if conf.storage and not (conf.storage.startswith("s3://") and conf.storage[5:].strip("/")):
+        raise ValueError("setting storage: use s3://bucket or s3://bucket/prefix (empty: local files)")
+    if bool(conf.s3_access_key) != bool(conf.s3_secret_key):
+        raise ValueError("s3_access_key and s3_secret_key must be given together")
     if conf.hardware_encoder not in ("off", "auto", "nvenc", "vaapi", "qsv"):
         raise ValueError("setting hardware_encoder: use off, auto, nvenc, vaapi or qsv")
+    if conf.log_format not in ("text", "json"):
+        raise ValueError("setting log_format: use text or json")
     return conf
 
 

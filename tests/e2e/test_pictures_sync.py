@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -330,11 +333,23 @@ def _bomb_png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
+def _children(pid: int) -> list[int]:
+    """Child processes of any thread of `pid` (the image pool is started from a worker thread)."""
+    return [
+        int(c)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for c in (task / "children").read_text().split()
+    ]
+
+
 def _peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM")
+    """The sum of the peak RSS of `pid` and its children (the image processes)."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return total
 
 
 def test_decompression_bomb_is_refused_with_memory_flat(tmp_path: Path) -> None:
@@ -343,6 +358,12 @@ def test_decompression_bomb_is_refused_with_memory_flat(tmp_path: Path) -> None:
     with running_server(tmp_path / "bomb", args=["--workers", "0"]) as srv:
         cos = srv.client()
         cos.put_object(Bucket=srv.bucket, Key="bomb.png", Body=bomb)
+        cos.put_object(
+            Bucket=srv.bucket, Key="small.png", Body=bytes(pyvips.Image.black(64, 64).pngsave_buffer())
+        )
+        for _ in range(4):  # start the image processes and let each take a request
+            cos.ci_get_object(Bucket=srv.bucket, Key="small.png", DestImagePath=str(tmp_path / "s"),
+                              Rule="imageMogr2/rotate/90")  # fmt: skip
         assert srv.proc is not None
         before = _peak_rss_kib(srv.proc.pid)
         for rule in ("imageMogr2/thumbnail/100x", "imageMogr2/rotate/90", "imageMogr2/format/jpg"):
@@ -363,3 +384,37 @@ def test_decompression_bomb_is_refused_with_memory_flat(tmp_path: Path) -> None:
         grown = _peak_rss_kib(srv.proc.pid) - before
         # decoding even one band of it would take 900 MB; refusing it takes next to nothing
         assert grown < 64 * 1024, f"peak RSS grew by {grown} KiB"
+
+
+def test_a_dead_image_process_is_replaced(tmp_path: Path) -> None:
+    with running_server(tmp_path / "pool", args=["--workers", "0", "--image-workers", "2"]) as srv:
+        cos = srv.client()
+        cos.put_object(
+            Bucket=srv.bucket, Key="p.png", Body=bytes(pyvips.Image.black(64, 48).pngsave_buffer())
+        )
+
+        def width() -> int:
+            out = tmp_path / f"o{time.monotonic_ns()}"
+            cos.ci_get_object(
+                Bucket=srv.bucket, Key="p.png", DestImagePath=str(out), Rule="imageMogr2/rotate/90"
+            )
+            return int(pyvips.Image.new_from_file(str(out)).width)
+
+        assert width() == 48
+        assert srv.proc is not None
+        children = _children(srv.proc.pid)
+        assert len(children) >= 2  # the image processes (plus the pool's resource tracker, maybe)
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+        failures = 0
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert width() == 48
+                break
+            except CosServiceError as exc:  # a request that met the dying pool: a clean 500, once
+                assert (exc.get_status_code(), exc.get_error_code()) == (500, "InternalError")
+                failures += 1
+                assert failures <= 1 and time.monotonic() < deadline
+        for _ in range(3):
+            assert width() == 48

@@ -34,6 +34,9 @@ def test_service_health_and_default_bucket() -> None:
     assert (t.bucket, t.key) == (B, "a.txt")
     # a bucket host never answers health: /healthz there is an object
     assert resolve(f"{B}.cos.ap-guangzhou.myqcloud.com", "/healthz", None).key == "healthz"
+    for name in ("readyz", "metrics"):
+        assert resolve("127.0.0.1:8790", f"/{name}", B).health == name  # before the default bucket
+        assert resolve(f"{B}.cos.ap-guangzhou.myqcloud.com", f"/{name}", None).key == name
 
 
 JOB = "j" + "0" * 32

@@ -12,7 +12,9 @@ One engine (`media.vips`) serves these and PicProcess jobs; the limits come from
 from __future__ import annotations
 
 import json
+import os
 import posixpath
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +24,7 @@ from .. import errors
 from ..core import image_limits
 from ..keys import key_problem
 from ..media import mogr2
+from ..media.imagepool import ImagePool
 from ..storage.service import ObjectMeta
 from .common import http_date, run
 from .wire import WireResponse, empty, xml_response
@@ -38,6 +41,22 @@ INFO_CALLS = {
     "imageave": mogr2.InfoKind.IMAGE_AVE,
 }
 MAX_RULES = 5
+
+
+_POOLS: dict[int, ImagePool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def image_pool(api: Api) -> ImagePool:
+    """The API node's image processes (one pool per process, sized by `image_workers`)."""
+    workers = api.settings.image_workers
+    if workers < 0:
+        workers = os.cpu_count() or 1
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = _POOLS[workers] = ImagePool(workers)
+        return pool
 
 
 def rule_of(call: Call) -> str | None:
@@ -72,7 +91,6 @@ def _check_size(api: Api, meta: ObjectMeta) -> None:
 
 
 async def dispatch(api: Api, call: Call, rule: str) -> WireResponse:
-    from ..media import vips
     from .objects import check_conditions, get_object
 
     low = rule.lower()
@@ -88,16 +106,17 @@ async def dispatch(api: Api, call: Call, rule: str) -> WireResponse:
         return await get_object(api, call)  # ignore-error/1: the original, streamed as it is
     _check_size(api, meta)
     lim = image_limits(api.settings)
+    pool = image_pool(api)
 
     def work() -> tuple[bytes, str]:
         with api.service.local_file(meta) as path:
             if steps is None:
                 assert info is not None
-                return _info_body(info.kind, path, None, lim), "application/json"
-            data, mime = vips.process(path, steps, limits=lim)
+                return _info_body(pool, info.kind, path, None, lim), "application/json"
+            data, mime = pool.process(path, steps, lim)
         if info is None:
             return data, mime
-        return _info_body(info.kind, None, data, lim), "application/json"
+        return _info_body(pool, info.kind, None, data, lim), "application/json"
 
     body, mime = await run(work)
     headers = [("Last-Modified", http_date(meta.last_modified))]
@@ -121,14 +140,16 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
-def _info_body(kind: mogr2.InfoKind, path: Path | None, data: bytes | None, lim: ImageLimits) -> bytes:
+def _info_body(
+    pool: ImagePool, kind: mogr2.InfoKind, path: Path | None, data: bytes | None, lim: ImageLimits
+) -> bytes:
     """The JSON of an info call on the file `path` or, after a pipeline, on the output `data`."""
     from ..media import vips
 
     if kind is mogr2.InfoKind.EXIF:  # the header alone: no pixel limit applies
-        tags = vips.exif(path, limits=lim) if path is not None else vips.exif_bytes(data or b"", limits=lim)
+        tags = pool.exif(path, lim) if path is not None else pool.exif_bytes(data or b"", lim)
         return json.dumps(tags, ensure_ascii=False).encode()
-    described = vips.describe_file(path, lim) if path is not None else vips.describe_bytes(data or b"", lim)
+    described = pool.describe_file(path, lim) if path is not None else pool.describe_bytes(data or b"", lim)
     if kind is mogr2.InfoKind.IMAGE_AVE:
         return json.dumps({"RGB": described["photo_rgb"]}).encode()
     return json.dumps({k: v for k, v in described.items() if k in vips.IMAGE_INFO_FIELDS}).encode()
@@ -264,6 +285,7 @@ def apply(api: Api, meta: ObjectMeta, ops: PicOperations) -> Processed:
     from ..media import vips
 
     lim = image_limits(api.settings)
+    pool = image_pool(api)
     if meta.size > lim.max_input_bytes:
         raise vips.ImageTooLarge(f"Images over {lim.max_input_bytes} bytes are not processed on upload.")
     for rule in ops.rules:
@@ -272,9 +294,9 @@ def apply(api: Api, meta: ObjectMeta, ops: PicOperations) -> Processed:
     deferred: tuple[int, PicRule, bytes, str] | None = None
     source_etag = f'"{meta.etag}"'
     with api.service.local_file(meta) as path:
-        described_source = vips.describe_file(path, lim) if ops.is_pic_info else None
+        described_source = pool.describe_file(path, lim) if ops.is_pic_info else None
         for i, rule in enumerate(ops.rules):
-            data, mime = vips.process(path, rule.pipeline, limits=lim)
+            data, mime = pool.process(path, rule.pipeline, lim)
             if (rule.bucket, rule.key) == (meta.bucket, meta.key):
                 deferred = (i, rule, data, mime)
                 results.append(("Object", []))  # filled in below
@@ -302,9 +324,8 @@ def _etag_of(node: tuple[str, Value]) -> str:
 
 
 def _result_node(api: Api, rule: PicRule, data: bytes, mime: str) -> tuple[str, Value]:
-    from ..media import vips
 
-    described = vips.describe_bytes(data)
+    described = image_pool(api).describe_bytes(data, image_limits(api.settings))
     stored = _store(api, rule.bucket, rule.key, data, mime)
     return (
         "Object",

@@ -23,7 +23,8 @@ _BUCKET_HOST = re.compile(
 _SERVICE_HOST = re.compile(
     r"^(?:service\.cos|(?:cos|ci)\.(?P<region>[a-z0-9-]+))\.(?:myqcloud\.com|tencentcos\.cn)$"
 )
-HEALTH_PATHS = frozenset(("/healthz", "/readyz"))
+# Unsigned operational endpoints, on hosts that name no bucket (docs/operations.md).
+HEALTH_PATHS = frozenset(("/healthz", "/readyz", "/metrics"))
 
 
 def check_bucket_name(name: str) -> None:

@@ -6,6 +6,7 @@ status, anything else is logged with the request id and answered as InternalErro
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
@@ -20,13 +21,15 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from .. import errors
+from .. import errors, logs
+from ..db.engine import probe
 from ..jobs.model import MEDIA, PIC
 from ..jobs.render import tz_of
 from ..jobs.service import JobService
 from ..settings import Settings
 from ..storage.service import ObjectService
 from . import auth, buckets, jobs, objects, routes, templates
+from .metrics import NodeMetrics, operation
 from .wire import WireResponse, empty, xml_response
 
 log = logging.getLogger("mediajobs.api")
@@ -144,6 +147,9 @@ CI_HANDLERS: dict[str, CiHandler] = {
     "DeleteMediaTemplate": templates.delete_template,
 }
 BUCKET_CACHE_SECONDS = 2.0
+# /readyz asks the database at most this often, and gives it this long to answer.
+READY_CACHE_SECONDS = 1.0
+READY_TIMEOUT = 2.0
 # Served without a bucket in the Host (ci.<region>.myqcloud.com, or the bare IP with Python).
 BUCKETLESS = frozenset(("DescribeMediaBuckets",))
 
@@ -158,6 +164,9 @@ class Api:
         self.jobs = job_service
         self.tz = tz_of(settings.time_offset)
         self._buckets_seen: dict[str, float] = {}
+        self.metrics = NodeMetrics(job_service.store)
+        self._ready: tuple[float, str | None] = (-READY_CACHE_SECONDS, None)  # (checked at, problem)
+        self._ready_lock: asyncio.Lock | None = None
         # On SQLite, the job query clients poll runs on the event loop, on a connection of its own
         # (on PostgreSQL it is awaited there instead: JobStore.loop_reads).
         self.inline_jobs: JobService | None = None
@@ -179,11 +188,18 @@ class Api:
                     return
         if scope["type"] != "http":
             return
+        began = time.perf_counter()
         request_id = new_request_id()
+        # Every log line made for this request (its thread hops too) carries its id.
+        context = logs.request_id.set(request_id)
         method = scope["method"]
         host = ""
         path = "/"
         ci = False
+        target: routes.Target | None = None
+        action: str | None = None
+        params: list[tuple[str, str]] = []
+        failure: BaseException | None = None
         try:
             request = Request(scope, receive)
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -205,9 +221,10 @@ class Api:
             ci = action is not None
             response = await self.handle(call, action)
         except errors.MediaJobsError as exc:
+            failure = exc
             response = self.error(exc, method, host, path, request_id)
-        except Exception:
-            log.exception("unexpected failure, request %s %s %s", request_id, method, path)
+        except Exception as exc:
+            failure = exc
             response = self.error(errors.InternalError(), method, host, path, request_id)
         response.add(
             [
@@ -217,16 +234,36 @@ class Api:
                 *([("x-ci-request-id", request_id)] if ci else []),
             ]
         )
+        status = response.status_code
+        # A failing /readyz logs when readiness changes (see `readiness`), not at every probe.
+        not_ready = isinstance(failure, errors.ServiceUnavailable) and target is not None and target.health
+        if status >= 400 and not not_ready:
+            self.log_failure(method, path, status, failure)
         try:
             await response(scope, receive, send)
         except OSError:
             log.info("client went away during the response, request %s", request_id)
+        finally:
+            self.metrics.requests.observe(
+                operation(method, target, action, params), status, time.perf_counter() - began
+            )
+            logs.request_id.reset(context)
+
+    @staticmethod
+    def log_failure(method: str, path: str, status: int, failure: BaseException | None) -> None:
+        """One line per failed request: 4xx at info, 5xx at error with the traceback."""
+        code = failure.code if isinstance(failure, errors.MediaJobsError) else ""
+        extra = {"method": method, "path": path, "status": status, **({"code": code} if code else {})}
+        if status < 500:
+            log.info("%s %s answered %d %s", method, path, status, code, extra=extra)
+        elif failure is not None and not isinstance(failure, errors.MediaJobsError):
+            log.error("%s %s failed unexpectedly", method, path, exc_info=failure, extra=extra)
+        else:
+            log.error("%s %s answered %d %s", method, path, status, code, exc_info=failure, extra=extra)
 
     def error(
         self, exc: errors.MediaJobsError, method: str, host: str, path: str, request_id: str
     ) -> WireResponse:
-        if exc.http_status >= 500:
-            log.warning("request %s answered %s %s", request_id, exc.http_status, exc.code)
         headers = list(exc.headers.items())
         if method == "HEAD":
             return empty(exc.http_status, headers)
@@ -291,6 +328,39 @@ class Api:
         self._buckets_seen[bucket] = time.monotonic() + BUCKET_CACHE_SECONDS
 
     async def health(self, call: Call) -> WireResponse:
-        if call.target.health == "readyz":
-            await anyio.to_thread.run_sync(self.service.get_bucket, "-")
+        if call.target.health == "metrics":
+            if call.method not in ("GET", "HEAD"):
+                raise errors.MethodNotAllowed()
+            body, content_type = await self.metrics.render()
+            return WireResponse(200, body if call.method == "GET" else b"", content_type=content_type,
+                                content_length=len(body))  # fmt: skip
+        if call.target.health == "readyz" and await self.readiness() is not None:
+            raise errors.ServiceUnavailable("The metadata database does not answer.")
         return xml_response("Health", [("Status", "ok")])
+
+    async def readiness(self) -> str | None:
+        """None when the database answers `SELECT 1` on a fresh connection within READY_TIMEOUT;
+        else what went wrong. Asked at most once per READY_CACHE_SECONDS, whoever probes."""
+        if self._ready_lock is None:
+            self._ready_lock = asyncio.Lock()
+        async with self._ready_lock:
+            checked, problem = self._ready
+            if time.monotonic() - checked < READY_CACHE_SECONDS:
+                return problem
+            try:
+                with anyio.fail_after(READY_TIMEOUT + 1.0):
+                    await anyio.to_thread.run_sync(
+                        probe, self.service.engine, READY_TIMEOUT, abandon_on_cancel=True
+                    )
+                now: str | None = None
+            except TimeoutError:
+                now = "no answer within the timeout"
+            except Exception as exc:
+                now = f"{type(exc).__name__}: {exc}".strip()
+            if now != problem:
+                if now is None:
+                    log.warning("ready: the database answers again")
+                else:
+                    log.warning("not ready: the database does not answer (%s)", now)
+            self._ready = (time.monotonic(), now)
+            return now

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from .. import logs
 from ..jobs.model import Job
 from ..jobs.render import job_detail
 from ..jobs.store import Delivery, JobStore
@@ -92,6 +93,13 @@ class Deliverer:
         return len(taken)
 
     def deliver(self, d: Delivery) -> None:
+        token = logs.job_id.set(d.job_id)
+        try:
+            self._deliver(d)
+        finally:
+            logs.job_id.reset(token)
+
+    def _deliver(self, d: Delivery) -> None:
         job = self.store.get(d.job_id)
         if job is None:
             self.store.delivered(d.id)

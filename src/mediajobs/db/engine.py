@@ -98,6 +98,44 @@ def connect_kwargs(engine: Engine) -> dict[str, Any]:
     return {"application_name": "mediajobs", "connect_timeout": 10, **kwargs}
 
 
+def probe(engine: Engine, timeout: float = 2.0) -> None:
+    """Raise unless the database answers a trivial query within about `timeout` seconds.
+
+    On a connection of its own, never the pool's: a pooled connection can outlive what it
+    points at (an SQLite file renamed away keeps answering through its open descriptor), and a
+    pooled PostgreSQL checkout that finds the server gone waits out the engine's 10 s connect
+    timeout.
+    """
+    if engine.dialect.name == "sqlite":
+        import sqlite3
+
+        path = engine.url.database
+        if not path or path == ":memory:":
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return
+        # Read-only, and never created: a missing database file is a missing database.
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        db = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            db.close()
+        return
+    if engine.dialect.name == "postgresql":
+        import psycopg
+
+        kwargs = connect_kwargs(engine)
+        # libpq's connect_timeout counts whole seconds, at least 2.
+        kwargs["connect_timeout"] = max(2, round(timeout))
+        kwargs["options"] = f"{kwargs.get('options', '')} -c statement_timeout={int(timeout * 1000)}".strip()
+        with psycopg.connect(**kwargs, autocommit=True) as conn:
+            conn.execute("SELECT 1").fetchone()
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
 class AsyncReads:
     """Reads made on the event loop of a PostgreSQL API node: a few psycopg async connections,
     used one query at a time, so a poll of a job costs no thread hop and never blocks the loop.

@@ -30,7 +30,7 @@ BYTEWISE_NAME = String(64).with_variant(String(64, collation="C"), "postgresql")
 
 # The newest migration in migrations/versions (a test keeps the two in step). Start-up reads
 # the database's revision and loads Alembic only when it differs.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 credentials = Table(
     "credentials",
@@ -163,6 +163,8 @@ jobs = Table(
     Index("ix_jobs_list_tag", "bucket", "kind", "tag", "created_at", "seq"),
     Index("ix_jobs_list_queue", "bucket", "kind", "queue_id", "created_at", "seq"),
     Index("ix_jobs_queue_state", "queue_id", "state"),
+    # The metrics read the jobs that ended since their last scrape through this index.
+    Index("ix_jobs_ended", "ended_at"),
 )
 
 # Callback deliveries waiting to be made: written in the same transaction that ends the job,
@@ -194,6 +196,20 @@ templates = Table(
     Column("create_time", Float, nullable=False),
     Column("update_time", Float, nullable=False),
     Index("ix_templates_bucket", "bucket", "create_time", "template_id"),
+)
+
+# Worker processes, each under its lease owner string. A worker renews `seen_at` every few
+# seconds (jobs/store.py WORKER_BEAT) and deletes its row when it stops; a row not seen for
+# three beats belongs to a dead worker, is not counted, and is deleted by the next beat of any worker.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("kinds", String(64), nullable=False),  # comma-separated: media,pic
+    Column("started_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),
 )
 
 # Server-wide values shared by every node (e.g. the key that signs NextTokens).

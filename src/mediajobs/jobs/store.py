@@ -24,12 +24,17 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Update
 
 from ..db.engine import AsyncReads
-from ..db.schema import jobs, kv, outbox, queues
-from .model import CATEGORY, Job, NewJob, Queue, State, as_nodes, default_queue_id
+from ..db.schema import jobs, kv, outbox, queues, workers
+from .model import CATEGORY, TERMINAL, Job, NewJob, Queue, State, as_nodes, default_queue_id
 
 DEFAULT_NOTIFY = {"Type": "Url", "Url": "", "Event": "TaskFinish", "State": "Off", "ResultFormat": "XML"}
 QUEUE_NAMES = {"Transcoding": "queue-1", "PicProcessing": "queue-pic-process-1"}
 MAX_ATTEMPTS = 3
+# A worker renews its row in `workers` this often; one not seen for WORKER_DEAD_AFTER beats is dead.
+WORKER_BEAT = 5.0
+WORKER_DEAD_AFTER = 3
+_ACTIVE = tuple(s.value for s in State if s not in TERMINAL)
+_ENDED = tuple(s.value for s in TERMINAL)
 
 # The claim must read the first entry of ix_jobs_claim and stop. Statistics of a young or busy
 # jobs table are stale (a burst of submissions lands before autovacuum's next ANALYZE), and
@@ -110,6 +115,41 @@ class ListFilter:
 @dataclass(frozen=True)
 class Finished:
     callback_queued: bool
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    id: str
+    host: str
+    pid: int
+    kinds: str
+    started_at: float
+    seen_at: float
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A job that reached a final state, as the metrics read it."""
+
+    seq: int
+    state: str
+    kind: str
+    tag: str
+    created_at: float
+    started_at: float | None
+    ended_at: float
+
+
+@dataclass(frozen=True)
+class MetricsRead:
+    """What one scrape reads, every part of it served by an index or a small table."""
+
+    active: list[tuple[str, str, str, str, int]]  # state, kind, tag, queue_id, jobs (not final)
+    queues: list[tuple[str, str]]  # queue_id, category
+    ended: list[Ended]  # ended after `ended_after`
+    baseline: list[tuple[str, str, str, int]] | None  # state, kind, tag, jobs ended by `baseline_until`
+    live_workers: int
+    backlog: int
 
 
 @dataclass(frozen=True)
@@ -556,3 +596,81 @@ class JobStore:
     def pending_deliveries(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(outbox)).scalar_one())
+
+    # ---- live workers ----------------------------------------------------------------------
+
+    def worker_beat(self, row: WorkerRow, *, beat: float = WORKER_BEAT) -> int:
+        """Register or renew a worker (one upsert), and delete the rows of workers not seen for
+        WORKER_DEAD_AFTER beats. Returns how many dead rows went."""
+        values = {
+            "id": row.id, "host": row.host[:255], "pid": row.pid, "kinds": row.kinds[:64],
+            "started_at": row.started_at, "seen_at": row.seen_at,
+        }  # fmt: skip
+        with self._write() as conn, conn.begin():
+            conn.execute(
+                self._insert_ignore(workers)
+                .values(**values)
+                .on_conflict_do_update(index_elements=[workers.c.id], set_={"seen_at": row.seen_at})
+            )
+            gone = conn.execute(
+                workers.delete().where(workers.c.seen_at < row.seen_at - WORKER_DEAD_AFTER * beat)
+            ).rowcount
+        return int(gone)
+
+    def worker_gone(self, worker_id: str) -> None:
+        """A worker stopping gracefully takes its row with it."""
+        with self._write() as conn, conn.begin():
+            conn.execute(workers.delete().where(workers.c.id == worker_id))
+
+    def live_workers(self, now: float | None = None, *, beat: float = WORKER_BEAT) -> list[WorkerRow]:
+        since = (time.time() if now is None else now) - WORKER_DEAD_AFTER * beat
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(workers).where(workers.c.seen_at >= since).order_by(workers.c.id))
+            return [WorkerRow(r.id, r.host, r.pid, r.kinds, r.started_at, r.seen_at) for r in rows]
+
+    # ---- metrics ---------------------------------------------------------------------------
+
+    def metrics_read(
+        self, *, ended_after: float, baseline_until: float | None, live_since: float
+    ) -> MetricsRead:
+        """Counts for the metrics, at a cost that does not grow with the jobs table: jobs not yet
+        final (through ix_jobs_lease), jobs that ended after `ended_after` (ix_jobs_ended), the
+        queues, live workers, the callback outbox. `baseline_until` asks once per API node for
+        the final jobs ended by then, the one read that is a pass over the table."""
+        count = func.count().label("n")
+        with self.engine.connect() as conn:
+            active = [
+                (r.state, r.kind, r.tag, r.queue_id, int(r.n))
+                for r in conn.execute(
+                    select(jobs.c.state, jobs.c.kind, jobs.c.tag, jobs.c.queue_id, count)
+                    .where(jobs.c.state.in_(_ACTIVE))
+                    .group_by(jobs.c.state, jobs.c.kind, jobs.c.tag, jobs.c.queue_id)
+                )
+            ]
+            ended = [
+                Ended(r.seq, r.state, r.kind, r.tag, r.created_at, r.started_at, r.ended_at)
+                for r in conn.execute(
+                    select(
+                        jobs.c.seq, jobs.c.state, jobs.c.kind, jobs.c.tag, jobs.c.created_at,
+                        jobs.c.started_at, jobs.c.ended_at,
+                    ).where(jobs.c.ended_at > ended_after, jobs.c.state.in_(_ENDED))
+                )
+            ]  # fmt: skip
+            baseline = None
+            if baseline_until is not None:
+                baseline = [
+                    (r.state, r.kind, r.tag, int(r.n))
+                    for r in conn.execute(
+                        select(jobs.c.state, jobs.c.kind, jobs.c.tag, count)
+                        .where(jobs.c.state.in_(_ENDED), jobs.c.ended_at <= baseline_until)
+                        .group_by(jobs.c.state, jobs.c.kind, jobs.c.tag)
+                    )
+                ]
+            qs = [
+                (r.queue_id, r.category) for r in conn.execute(select(queues.c.queue_id, queues.c.category))
+            ]
+            live = conn.execute(
+                select(func.count()).select_from(workers).where(workers.c.seen_at >= live_since)
+            ).scalar_one()
+            backlog = conn.execute(select(func.count()).select_from(outbox)).scalar_one()
+        return MetricsRead(active, qs, ended, baseline, int(live), int(backlog))

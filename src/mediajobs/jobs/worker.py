@@ -8,6 +8,7 @@ supervisor starts a fresh one, so a stuck job can never hold a worker forever.
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import logging
 import os
@@ -23,11 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import logs
 from ..processors import REGISTRY
 from ..processors.base import Cancelled, JobContext, JobFailed
 from ..storage.service import ObjectService
 from .model import Job, State
-from .store import JobStore
+from .store import WORKER_BEAT, JobStore, WorkerRow
 from .wake import Listener
 
 if TYPE_CHECKING:
@@ -62,9 +64,33 @@ class Worker:
         self.on_finish = on_finish
         self.idle_poll = idle_poll
         # Fits jobs.lease_owner (64 characters), which PostgreSQL enforces.
-        self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.host = socket.gethostname()
+        self.owner = f"{self.host[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
         self.kinds = sorted({p.kind for p in REGISTRY.values()})
         self._last_recover = 0.0
+        self.started_at = time.time()
+        self.beat_every = WORKER_BEAT
+        self._next_beat = 0.0
+        self._beat_lock = threading.Lock()
+
+    def beat(self) -> None:
+        """Renew this worker's row in `workers` when a beat is due (at most one write per beat,
+        whatever the jobs do). Called by the claim loop and by the job watcher, so it beats
+        through long jobs and idle waits alike; a failure is logged and retried next beat."""
+        now = time.monotonic()
+        if now < self._next_beat or not self._beat_lock.acquire(blocking=False):
+            return
+        try:
+            self._next_beat = now + self.beat_every
+            row = WorkerRow(
+                self.owner, self.host, os.getpid(), ",".join(self.kinds), self.started_at, time.time()
+            )
+            if self.store.worker_beat(row, beat=self.beat_every):
+                log.info("removed the rows of workers that stopped beating")
+        except Exception as exc:
+            log.warning("worker heartbeat failed: %s", exc)
+        finally:
+            self._beat_lock.release()
 
     def sweep_workdirs(self) -> int:
         """Remove the work directories of jobs that no worker runs any more (left by a crash)."""
@@ -82,21 +108,30 @@ class Worker:
         return removed
 
     def run_forever(self, stop: threading.Event) -> None:
+        logs.worker.set(self.owner)
         log.info("worker %s ready for %s", self.owner, ", ".join(sorted(REGISTRY)))
+        self.beat()
         try:
             if self.sweep_workdirs():
                 log.info("removed work directories left by stopped workers")
         except Exception:
             log.exception("could not sweep old work directories")
-        while not stop.is_set():
+        try:
+            while not stop.is_set():
+                try:
+                    self.step(stop)
+                except Exception:
+                    log.exception("worker loop failed; retrying")
+                    stop.wait(1.0)
+        finally:
             try:
-                self.step(stop)
-            except Exception:
-                log.exception("worker loop failed; retrying")
-                stop.wait(1.0)
+                self.store.worker_gone(self.owner)
+            except Exception as exc:
+                log.warning("could not remove this worker's row: %s", exc)
 
     def step(self, stop: threading.Event) -> bool:
         """Claim and run one job; wait for a wake-up when there is none. True if a job ran."""
+        self.beat()
         now = time.monotonic()
         if now - self._last_recover > min(5.0, self.lease / 4):
             self._last_recover = now
@@ -114,6 +149,19 @@ class Worker:
         return True
 
     def run_job(self, job: Job) -> None:
+        token = logs.job_id.set(job.job_id)
+        try:
+            self._run_job(job)
+        finally:
+            logs.job_id.reset(token)
+
+    def _run_job(self, job: Job) -> None:
+        log.info(
+            "job %s claimed: %s, attempt %d, waited %.3fs", job.job_id, job.tag, job.attempts,
+            (job.started_at or job.created_at) - job.created_at,
+            extra={"tag": job.tag, "state": "Running", "attempt": job.attempts},
+        )  # fmt: skip
+        began = time.monotonic()
         proc = REGISTRY.get(job.tag)
         limit = min(proc.time_limit if proc else self.job_timeout, self.job_timeout) + (job.hold or 0)
         ctx = JobContext(
@@ -125,7 +173,13 @@ class Worker:
             image_limits=self.image_limits,
         )
         done = threading.Event()
-        watcher = threading.Thread(target=self._watch, args=(job, ctx, done), daemon=True, name="job-watcher")
+        # The watcher's log lines carry this job's id and the worker's (a copy of this context).
+        watcher = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._watch, job, ctx, done),
+            daemon=True,
+            name="job-watcher",
+        )
         watcher.start()
         try:
             if proc is None:
@@ -157,8 +211,16 @@ class Worker:
             )
             if ended is None:
                 log.info("job %s: result dropped, the job was cancelled or taken over", job.job_id)
-            elif ended.callback_queued:
-                self.on_finish()
+            else:
+                seconds = time.monotonic() - began
+                log.log(
+                    logging.INFO if state == State.SUCCESS else logging.WARNING,
+                    "job %s finished: %s%s in %.3fs", job.job_id, state.value,
+                    f" ({code}: {message})" if state != State.SUCCESS else "", seconds,
+                    extra={"tag": job.tag, "state": state.value, "code": code, "duration": round(seconds, 3)},
+                )  # fmt: skip
+                if ended.callback_queued:
+                    self.on_finish()
         watcher.join()
 
     def _watch(self, job: Job, ctx: JobContext, done: threading.Event) -> None:
@@ -170,6 +232,7 @@ class Worker:
                 done.wait(0.25)
             if done.is_set():
                 return
+            self.beat()
             try:
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self.lease / 3

@@ -80,21 +80,27 @@ class JobContext:
     def store_output(self, bucket: str, key: str, path: Path) -> str:
         """Write a finished local file (of our workdir) as the object `bucket/key`; return its MD5 (hex).
 
-        The file is moved into the blob store, not copied; it is gone from the workdir afterwards.
+        The file is moved into the blob store (renamed into a local one, streamed up to a
+        remote one such as S3); it is gone from the workdir afterwards.
         """
         adopt = getattr(self.objects.blobs, "adopt", None)
         if adopt is not None:
             info = adopt(path)
-        else:  # pragma: no cover - stores without a local filesystem arrive with scale-out
+        else:
             writer = self.objects.blobs.writer()
             try:
                 with open(path, "rb") as fh:
                     for chunk in iter(lambda: fh.read(1024 * 1024), b""):
                         writer.write(chunk)
                 info = writer.commit()
-            except BaseException:
+            except BaseException as exc:
                 writer.abort()
+                if isinstance(exc, OSError):
+                    raise JobFailed(
+                        "OutputWriteFailed", f"The output {key!r} could not be written: {exc}"
+                    ) from exc
                 raise
+            path.unlink()
         try:
             meta = self.objects.put(bucket, key, info, headers={"Content-Type": _content_type(key)})
         except Exception as exc:

@@ -149,7 +149,8 @@ class LocalBlobStore:
         cutoff = time.time() - older_than
         for p in self.tmp_dir.iterdir():
             with contextlib.suppress(FileNotFoundError):
-                if p.stat().st_mtime < cutoff:
+                # Directories are job workdirs: the worker sweeps those (Worker.sweep_workdirs).
+                if p.is_file() and p.stat().st_mtime < cutoff:
                     p.unlink()
                     n += 1
         return n

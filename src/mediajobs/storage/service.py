@@ -317,20 +317,23 @@ class ObjectService:
     def local_file(self, meta: ObjectMeta) -> Iterator[Path]:
         """A local path with the object's bytes, for tools that read files (FFmpeg, PyAV).
 
-        File-backed objects are handed out in place (read-only use); an inline object is
-        written to a private temporary file that is removed afterwards.
+        Blobs in local files are handed out in place (read-only use); an inline object, or a
+        blob in a remote store (S3), is written to a private temporary file in the store's
+        scratch directory, removed afterwards.
         """
-        if meta.data is not None:
-            tmp_dir = getattr(self.blobs, "tmp_dir", None)
-            with tempfile.NamedTemporaryFile(dir=tmp_dir, prefix="input-", suffix=".part") as fh:
-                fh.write(meta.data)
-                fh.flush()
-                yield Path(fh.name)
-            return
         local = getattr(self.blobs, "path", None)
-        if local is None:  # pragma: no cover - remote blob stores arrive with scale-out
-            raise errors.InternalError("This blob store cannot hand out local files.")
-        yield Path(local(meta.blob))
+        if meta.data is None and local is not None:
+            yield Path(local(meta.blob))
+            return
+        tmp_dir = getattr(self.blobs, "tmp_dir", None)
+        with tempfile.NamedTemporaryFile(dir=tmp_dir, prefix="input-", suffix=".part") as fh:
+            if meta.data is not None:
+                fh.write(meta.data)
+            else:
+                for chunk in self.blobs.read(meta.blob):
+                    fh.write(chunk)
+            fh.flush()
+            yield Path(fh.name)
 
     def update_headers(self, bucket: str, key: str, etag: str, headers: dict[str, str]) -> bool:
         """Merge `headers` into an object's stored headers if it still has `etag`."""
