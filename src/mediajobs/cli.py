@@ -64,7 +64,9 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
     ):
         default = settings.Settings.__dataclass_fields__[name].default
         help_text = settings.Settings.__dataclass_fields__[name].metadata["help"]
-        p.add_argument("--" + name.replace("_", "-"), type=kind, help=f"{help_text.rstrip('.')} (default {default}).")
+        p.add_argument(
+            "--" + name.replace("_", "-"), type=kind, help=f"{help_text.rstrip('.')} (default {default})."
+        )
 
 
 def parser() -> argparse.ArgumentParser:
