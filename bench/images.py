@@ -590,6 +590,7 @@ class Thumbor:
     root: Path
     images: Path
     threads: int
+    processes: int = 1
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
@@ -602,7 +603,7 @@ class Thumbor:
         self.port = free_port()
         args = [
             str(self.exe), "--ip", "127.0.0.1", "--port", str(self.port), "--conf", str(conf),
-            "--processes", "1", "--log-level", "warning",
+            "--processes", str(self.processes), "--log-level", "warning",
         ]  # fmt: skip
         out = open(self.root / "thumbor.out", "wb")  # noqa: SIM115 - handed to the child
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -711,6 +712,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.cpu_count() or 1,
         help="thumbor ENGINE_THREADPOOL_SIZE (default: the core count; thumbor's own default is 0)",
     )
+    ap.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="image processes of mediajobs (--image-workers) and thumbor (--processes); default: the core count",
+    )
     ap.add_argument("--no-thumbor", action="store_true", help="skip thumbor (no install, no columns)")
     ap.add_argument("--rss-interval-ms", type=float, default=20.0, help="RSS sampling period (default 20)")
     ap.add_argument("--timeout", type=float, default=60.0, help="per-request client timeout in seconds")
@@ -736,10 +743,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.alarm(ns.max_seconds)
     exe = None if ns.no_thumbor else ensure_thumbor(ns.thumbor_venv)
     root = Path(tempfile.mkdtemp(prefix="mediajobs-bench-images-"))
-    # --workers 0: a GET with a rule is processed in the API process; idle job workers would only
-    # add RSS and polling to the figures.
-    srv = ServerProcess(data_dir=root / "mediajobs", port=free_port(), extra_args=["--workers", "0"])
-    th = None if exe is None else Thumbor(exe, root / "thumbor", root / "images", ns.thumbor_threads)
+    # --workers 0: a GET with a rule is processed by the API node's image processes; idle job workers
+    # would only add RSS and polling to the figures.
+    srv = ServerProcess(
+        data_dir=root / "mediajobs",
+        port=free_port(),
+        extra_args=["--workers", "0", "--image-workers", str(ns.processes)],
+    )
+    th = (
+        None
+        if exe is None
+        else Thumbor(exe, root / "thumbor", root / "images", ns.thumbor_threads, ns.processes)
+    )
     try:
         return run(ns, root, srv, th)
     finally:
@@ -766,7 +781,10 @@ def run(ns: argparse.Namespace, root: Path, srv: ServerProcess, th: Thumbor | No
     for p, path in images.items():
         log(f"  ({p}) {path.name}: {path.stat().st_size / MIB:.2f} MiB")
 
-    log(f"starting mediajobs {MEDIAJOBS_VERSION} on 127.0.0.1:{srv.port} (--workers 0, auth on)")
+    log(
+        f"starting mediajobs {MEDIAJOBS_VERSION} on 127.0.0.1:{srv.port} "
+        f"(--workers 0, --image-workers {ns.processes}, auth on)"
+    )
     srv.start(timeout=60)
     assert srv.proc is not None
     mj_pid = srv.proc.pid
@@ -779,7 +797,7 @@ def run(ns: argparse.Namespace, root: Path, srv: ServerProcess, th: Thumbor | No
     th_version = "thumbor skipped (--no-thumbor)"
     if th is not None:
         th_version = thumbor_versions(th.exe)
-        log(f"starting {th_version}: --processes 1, ENGINE_THREADPOOL_SIZE {th.threads}")
+        log(f"starting {th_version}: --processes {th.processes}, ENGINE_THREADPOOL_SIZE {th.threads}")
         th.start()
         for p in images:
             wl = WORKLOADS[p]
@@ -947,9 +965,10 @@ def run(ns: argparse.Namespace, root: Path, srv: ServerProcess, th: Thumbor | No
         f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)} (pyvips {pyvips.__version__}); {th_version}"
     )
     print(
-        "Setup: mediajobs `serve --workers 0` (a GET with a rule runs in the API process's thread pool, libvips "
-        "threads inside), pre-signed URLs reused (auth on), objects > 64 KiB stored as files; thumbor "
-        f"--processes 1 (as many as mediajobs uses for this path), ENGINE_THREADPOOL_SIZE {ns.thumbor_threads}, "
+        f"Setup: mediajobs `serve --workers 0 --image-workers {ns.processes}` (a GET with a rule runs in one of "
+        "the API node's image processes, libvips threads inside), pre-signed URLs reused (auth on), objects > "
+        f"64 KiB stored as files; thumbor --processes {ns.processes} (as many as mediajobs uses for this path), "
+        f"ENGINE_THREADPOOL_SIZE {ns.thumbor_threads}, "
         "file loader, no storage, no result storage, PROGRESSIVE_JPEG False, QUALITY 75; no result cache "
         "anywhere. Clients: threads in this process, one keep-alive http.client connection each. "
         "pyvips: spawned processes each looping the operation (" + "; ".join(

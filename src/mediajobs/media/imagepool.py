@@ -12,12 +12,12 @@ An engine error raised in a child comes back as the same error class with the sa
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import logging
 import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -43,13 +43,19 @@ class _Failure:
 
 
 def _child_init(parent: int) -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    # Not PR_SET_PDEATHSIG: it fires when the *thread* that started us exits, and the pool is
+    # started from whichever API thread-pool thread first needed it (those end when idle).
     if os.getppid() != parent:
         os._exit(0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the API, which stops us
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:  # the API process is gone (even by SIGKILL)
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
     from . import vips  # noqa: F401 - load libvips once, before the first request
 
 
