@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from . import logs
 from .db.engine import make_engine, migrate
-from .jobs.store import JobStore
+from .jobs.store import PG_CLAIM_SESSION, JobStore
 from .jobs.wake import NotifyWaker, SocketWaker, Waker
 from .settings import Settings
 from .storage.base import BlobStore
@@ -58,9 +58,18 @@ def blob_store(settings: Settings) -> BlobStore:
     )
 
 
-def build_core(settings: Settings, *, migrate_schema: bool = True, pool_size: int = 10) -> Core:
+def build_core(
+    settings: Settings, *, migrate_schema: bool = True, pool_size: int = 10, worker: bool = False
+) -> Core:
+    """`worker`: for a worker process, whose PostgreSQL connections start with the claim's
+    planner settings (PG_CLAIM_SESSION), so that its claim is one statement."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.effective_database_url, fsync=settings.fsync, pool_size=pool_size)
+    engine = make_engine(
+        settings.effective_database_url,
+        fsync=settings.fsync,
+        pool_size=pool_size,
+        session=PG_CLAIM_SESSION if worker else None,
+    )
     if migrate_schema:
         migrate(engine)
     blobs = blob_store(settings)
@@ -96,7 +105,7 @@ def run_worker(settings: Settings, stop: threading.Event) -> None:
     from .media.hwaccel import usable
 
     # The claim loop, its watcher and the callback deliverer: a few connections at most.
-    core = build_core(settings, migrate_schema=False, pool_size=3)
+    core = build_core(settings, migrate_schema=False, pool_size=3, worker=True)
     deliverer = Deliverer(core.store, tz_of(settings.time_offset), settings.callback_timeout)
     listener = core.waker.listener()
 

@@ -9,22 +9,33 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
-from mediajobs.db.engine import make_engine
+from mediajobs.db.engine import make_engine, migrate
 from mediajobs.jobs.model import MEDIA, PIC, NewJob, State, default_queue_id, new_job_id
 from mediajobs.jobs.service import JobService
-from mediajobs.jobs.store import MAX_ATTEMPTS, JobStore, ListFilter
+from mediajobs.jobs.store import MAX_ATTEMPTS, PG_CLAIM_SESSION, JobStore, ListFilter
 
 B = "examplebucket-1250000000"
 QUEUE = default_queue_id(B, "Transcoding")
 
 
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url, fsync=False)
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql-worker"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """SQLite, PostgreSQL, and PostgreSQL as a worker's engine makes it (its connections start
+    with the claim's planner settings, and the claim is then one statement in autocommit)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'mediajobs.db'}"
+        fresh = make_engine(url)
+        migrate(fresh)
+        fresh.dispose()
+    else:
+        url = str(request.getfixturevalue("pg_url"))
+    worker = request.param.endswith("-worker")
+    eng = make_engine(url, fsync=False, session=PG_CLAIM_SESSION if worker else None)
     yield eng
     eng.dispose()
 
@@ -36,11 +47,19 @@ def store(engine: Engine) -> JobStore:
     return s
 
 
-def new(level: int = 0, *, kind: str = MEDIA, created_at: float = 0.0, tag: str = "MediaInfo") -> NewJob:
+def new(
+    level: int = 0,
+    *,
+    kind: str = MEDIA,
+    created_at: float = 0.0,
+    tag: str = "MediaInfo",
+    callback: dict[str, str] | None = None,
+) -> NewJob:
     queue = QUEUE if kind == MEDIA else default_queue_id(B, "PicProcessing")
     return NewJob(
         job_id=new_job_id(kind), kind=kind, bucket=B, region="ap-guangzhou", queue_id=queue, tag=tag,
-        job_level=level, input_object="in.mp4", operation=[("Tag", tag)], callback={}, created_at=created_at,
+        job_level=level, input_object="in.mp4", operation=[("Tag", tag)], callback=callback or {},
+        created_at=created_at,
     )  # fmt: skip
 
 
@@ -65,9 +84,11 @@ def test_finish_is_conditional_on_the_lease(store: JobStore) -> None:
     claimed = store.claim("w1", 30.0)
     assert claimed is not None and claimed.job_id == job.job_id
     assert store.finish(job.job_id, "someone-else", State.SUCCESS) is None
+    assert store.finish(job.job_id, "someone-else", State.SUCCESS, claimed=claimed) is None
     assert store.heartbeat(job.job_id, "w1", 30.0) and store.still_mine(job.job_id, "w1")
-    assert store.finish(job.job_id, "w1", State.SUCCESS, result=[("MediaInfo", None)]) is not None
+    assert store.finish(job.job_id, "w1", State.SUCCESS, result=[("MediaInfo", None)], claimed=claimed)
     assert store.finish(job.job_id, "w1", State.FAILED) is None  # ended already: nothing written
+    assert store.finish(job.job_id, "w1", State.FAILED, claimed=claimed) is None
     done = store.get(job.job_id)
     assert done is not None and done.state == State.SUCCESS and done.progress == 100
     assert done.lease_owner is None and done.result == [("MediaInfo", None)]
@@ -95,8 +116,46 @@ def test_cancel_a_waiting_and_a_running_job(store: JobStore) -> None:
     assert (before, now.state) == (State.RUNNING, State.CANCEL)
     assert not store.heartbeat(running.job_id, "w", 30.0)  # the worker learns it is no longer its job
     assert store.finish(running.job_id, "w", State.SUCCESS) is None
+    assert store.finish(running.job_id, "w", State.SUCCESS, claimed=running) is None
+    assert store.get(running.job_id).state == State.CANCEL  # type: ignore[union-attr]
     assert store.claim("w", 30.0) is None
     assert store.cancel("j-unknown") is None
+
+
+def test_a_finished_job_is_called_back_as_its_queue_says_at_that_moment(store: JobStore) -> None:
+    """A worker ends a job knowing what it claimed (one statement on PostgreSQL, which relies on
+    the queue's notify configuration as last read): a change of the configuration in between
+    still decides, in either direction, and a job's own CallBack wins over its queue's."""
+    on = {
+        "Type": "Url",
+        "Url": "http://127.0.0.1:9/cb",
+        "Event": "TaskFinish",
+        "State": "On",
+        "ResultFormat": "JSON",
+    }
+    off = {**on, "State": "Off"}
+
+    def run_one(**callback: str) -> bool:
+        (made,) = store.create([new(callback=callback)])
+        job = store.claim("w", 30.0)
+        assert job is not None and job.job_id == made.job_id
+        ended = store.finish(job.job_id, "w", State.SUCCESS, claimed=job)
+        assert ended is not None and store.get(job.job_id).state == State.SUCCESS  # type: ignore[union-attr]
+        return ended.callback_queued
+
+    assert not run_one()  # the default queue calls nobody back
+    assert not run_one()  # (the configuration as read above)
+    store.update_queue(QUEUE, name="q", state="Active", notify=on)
+    assert run_one() and run_one()
+    assert store.pending_deliveries() == 2
+    due = store.take_due_deliveries(10, 60.0)
+    assert {(d.url, d.content_type) for d in due} == {(on["Url"], "application/json")}
+    assert not run_one(CallBack="no")
+    assert run_one(CallBack="http://127.0.0.1:9/own", CallBackFormat="XML")
+    store.update_queue(QUEUE, name="q", state="Active", notify=off)
+    assert not run_one()
+    assert run_one(CallBack="http://127.0.0.1:9/own")
+    assert store.pending_deliveries() == 4
 
 
 def test_pause_and_resume_a_queue(store: JobStore) -> None:
@@ -145,7 +204,7 @@ def test_a_burst_is_drained_by_concurrent_claimers_each_job_once(store: JobStore
         try:
             while (job := store.claim(owner, 30.0)) is not None:
                 mine.append(job.job_id)
-                assert store.finish(job.job_id, owner, State.SUCCESS) is not None
+                assert store.finish(job.job_id, owner, State.SUCCESS, claimed=job) is not None
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ClauseElement, Engine, create_engine, event, func, inspect, select, text
+from sqlalchemy import ClauseElement, CursorResult, Engine, create_engine, event, func, inspect, select, text
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import SingletonThreadPool
 
 from .schema import HEAD_REVISION
@@ -36,14 +39,31 @@ def _with_driver(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, fsync: bool = True, per_thread: bool = False, pool_size: int = 10) -> Engine:
+# A pooled PostgreSQL connection left unused for longer than this is pinged when it is next
+# checked out (a server restarted, or an idle connection cut, shows up there and is replaced).
+# One busy enough to be back sooner is not: a ping on every checkout was a round trip on each
+# of a worker's three checkouts per job. Should the server go away in between, the statement
+# fails, the pool drops every connection made before, and the caller's retry gets a new one.
+PING_AFTER_IDLE = 1.0
+
+
+def make_engine(
+    url: str,
+    *,
+    fsync: bool = True,
+    per_thread: bool = False,
+    pool_size: int = 10,
+    session: Mapping[str, str] | None = None,
+) -> Engine:
     """An engine; `per_thread` (SQLite) gives each thread one connection of its own, for reads
     made on the event loop's thread that must never wait for a pooled connection.
 
     On PostgreSQL connections are pooled (QueuePool): `pool_size` stay open once made and as
     many again may be opened under load. The pool is sized for the threads that use it: the
     API's thread pool on an API node, the claim loop, its watcher and the callback deliverer in
-    a worker process.
+    a worker process. `session`: settings made on every new connection (one SET, one round
+    trip per connection: a pooler in session mode passes it on, where a startup option might be
+    refused or dropped), which `session_settings` reports per connection.
     """
     if url.startswith("sqlite"):
         pool: dict[str, Any] = (
@@ -78,16 +98,91 @@ def make_engine(url: str, *, fsync: bool = True, per_thread: bool = False, pool_
         connect: dict[str, Any] = {"application_name": "mediajobs", "connect_timeout": 10}
         if not fsync:
             connect["options"] = "-c synchronous_commit=off"
-        return create_engine(
+        engine = create_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_timeout=30,
-            pool_pre_ping=True,
             pool_recycle=3600,
+            # The connection used last goes out first: one thread's statements in a row share
+            # a connection that has just answered, and connections beyond the load stay idle.
+            pool_use_lifo=True,
             connect_args=connect,
         )
+        _ping_when_idle(engine)
+        settings = dict(session or {})
+        statement = "; ".join(f"SET {name} = {value}" for name, value in settings.items())
+
+        @event.listens_for(engine, "connect")
+        def _session(dbapi_conn: Any, record: Any) -> None:
+            if statement:
+                autocommit = dbapi_conn.autocommit
+                dbapi_conn.autocommit = True  # no transaction: a rollback must not undo it
+                try:
+                    dbapi_conn.execute(statement)
+                finally:
+                    dbapi_conn.autocommit = autocommit
+            record.info["session"] = settings
+
+        return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection at checkout when it sat unused for more than PING_AFTER_IDLE
+    seconds; one that does not answer is replaced (the pool retries the checkout with a new one)."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since <= PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise DisconnectionError("the pooled connection does not answer") from exc
+
+
+def session_settings(conn: Connection) -> Mapping[str, str]:
+    """The settings made on this PostgreSQL connection when it was opened (make_engine's `session`)."""
+    found: Mapping[str, str] = conn.info.get("session", {})
+    return found
+
+
+class Compiled:
+    """A Core statement compiled once for one dialect, and run with `exec_driver_sql`.
+
+    SQLAlchemy builds, cache-keys and looks up a statement on each execute; for a statement run
+    once per job by every worker that was most of the engine's own CPU per job. Built once with
+    named bind parameters, the statement costs a dictionary per run. Literal values and
+    expanded IN lists are fixed when it is compiled; `run` fills the named parameters.
+    """
+
+    def __init__(self, stmt: ClauseElement, dialect: Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+        self.sql = str(compiled)
+        self._defaults = dict(compiled.params)
+        self._order = getattr(
+            compiled, "positiontup", None
+        )  # positional paramstyles (SQLite's qmark); else None
+        self._processors: dict[str, Callable[[Any], Any]] = dict(getattr(compiled, "_bind_processors", {}))
+
+    def params(self, values: Mapping[str, Any]) -> dict[str, Any] | tuple[Any, ...]:
+        params = {**self._defaults, **values}
+        for name, process in self._processors.items():
+            if params.get(name) is not None:
+                params[name] = process(params[name])
+        if self._order is None:
+            return params
+        return tuple(params[name] for name in self._order)
+
+    def run(self, conn: Connection, **values: Any) -> CursorResult[Any]:
+        return conn.exec_driver_sql(self.sql, self.params(values))
 
 
 def connect_kwargs(engine: Engine) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from .. import errors
 from . import tokens
 from .model import CATEGORY, TERMINAL, Job, NewJob, Queue, State, default_queue_id
 from .store import JobStore, ListFilter
-from .wake import Waker
+from .wake import CANCEL, WORK, Waker
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,9 @@ class JobService:
             self._token_key = self.store.kv_get_or_set("next_token_key", secrets.token_hex(32)).encode()
         return self._token_key
 
-    def _wake(self) -> None:
+    def _wake(self, kind: str = WORK) -> None:
         if self.waker is not None:
-            self.waker.notify()
+            self.waker.notify(kind)
 
     # ---- queues ------------------------------------------------------------------------
 
@@ -78,8 +78,10 @@ class JobService:
     # ---- jobs --------------------------------------------------------------------------
 
     def submit(self, new: Sequence[NewJob]) -> list[Job]:
-        created = self.store.create(new)
-        self._wake()
+        channel = self.waker.channel if self.waker is not None else None
+        created = self.store.create(new, notify=channel)  # on PostgreSQL: wakes them, committed
+        if channel is None:
+            self._wake()
         return created
 
     def describe(self, bucket: str, kind: str, ids: Sequence[str]) -> tuple[list[Job], list[str]]:
@@ -124,7 +126,7 @@ class JobService:
         assert out is not None
         before, now = out
         if before == State.RUNNING:
-            self._wake()  # the worker running it checks on wake-up and stops at once
+            self._wake(CANCEL)  # the worker running it checks on wake-up and stops at once
         if now.state in (State.SUCCESS, State.FAILED):
             raise errors.InvalidRequest(f"Job {job_id} finished ({now.state}) before it could be cancelled.")
         return now

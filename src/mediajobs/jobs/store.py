@@ -13,17 +13,35 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, func, insert, literal_column, or_, select, tuple_, update
+from sqlalchemy import (
+    ClauseElement,
+    Engine,
+    Float,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.dml import Update
+from sqlalchemy.sql.dml import Insert, Update
 
-from ..db.engine import AsyncReads
+from ..db.engine import AsyncReads, Compiled, session_settings
 from ..db.schema import jobs, kv, outbox, queues, workers
 from .model import CATEGORY, TERMINAL, Job, NewJob, Queue, State, as_nodes, default_queue_id
 
@@ -40,12 +58,24 @@ _ENDED = tuple(s.value for s in TERMINAL)
 # jobs table are stale (a burst of submissions lands before autovacuum's next ANALYZE), and
 # with them the planner prices a bitmap scan of every waiting job plus a sort as cheaper: each
 # claim then reads the whole queue, and draining a burst takes quadratic time (procrastinate's
-# issue #1242). Switching those plan shapes off for the claim's own transaction leaves the
-# ordered index scan as the only plan. One round trip; SET LOCAL ends with the transaction.
-PG_CLAIM_PLAN = (
-    "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; "
-    "SET LOCAL enable_sort = off; SET LOCAL enable_incremental_sort = off"
-)
+# issue #1242). Switching those plan shapes off leaves the ordered index scan as the only plan.
+# A worker's connections start with them switched off (PG_CLAIM_SESSION: see core.run_worker),
+# and there the claim is one statement in autocommit; on any other connection the claim runs
+# in a transaction that switches them off for itself first (PG_CLAIM_PLAN, one round trip;
+# SET LOCAL ends with the transaction). Every other statement a worker runs reads a row by a
+# key or a small table, where an index or the one plan left serves as well.
+PG_CLAIM_SESSION = {
+    "enable_seqscan": "off",
+    "enable_bitmapscan": "off",
+    "enable_sort": "off",
+    "enable_incremental_sort": "off",
+}
+PG_CLAIM_PLAN = "; ".join(f"SET LOCAL {k} = {v}" for k, v in PG_CLAIM_SESSION.items())
+
+
+def _param(name: str, type_: Any = None, value: Any = None) -> Any:
+    """A bind parameter of a statement compiled once (see Compiled), filled in on each run."""
+    return bindparam(name, value, type_=type_, required=False)
 
 
 def _dumps(value: Any) -> str:
@@ -80,6 +110,36 @@ def _job(row: Any) -> Job:
         workflow_id=row.workflow_id,
         inventory_job_id=row.inventory_job_id,
     )
+
+
+def _callback_target(cb: dict[str, str], notify_json: str | None) -> tuple[str, str] | None:
+    """Where a job's end is called back (URL, content type), or None: the job's own CallBack,
+    else its queue's notify configuration (`notify_json`, None when the queue is gone)."""
+    url = cb.get("CallBack", "")
+    fmt = cb.get("CallBackFormat", "")
+    if url == "no":
+        return None
+    if not url:
+        notify = json.loads(notify_json) if notify_json else {}
+        events = [e.strip() for e in notify.get("Event", "").split(",")]
+        if notify.get("State") != "On" or notify.get("Type", "Url") != "Url" or "TaskFinish" not in events:
+            return None
+        url = notify.get("Url", "")
+        fmt = fmt or notify.get("ResultFormat", "")
+    if not url or cb.get("CallBackType", "Url") not in ("", "Url"):
+        return None
+    return url, "application/json" if fmt.upper() == "JSON" else "application/xml"
+
+
+def _queue_decides(cb: dict[str, str]) -> bool:
+    """Whether the job's queue (not the job) says where its end is called back."""
+    return not cb.get("CallBack", "")
+
+
+# The notify configuration of a job's queue, read in a statement on that job.
+_QUEUE_NOTIFY = (
+    select(queues.c.notify).where(queues.c.queue_id == jobs.c.queue_id).correlate(jobs).scalar_subquery()
+)
 
 
 def _queue(row: Any) -> Queue:
@@ -168,9 +228,42 @@ class JobStore:
         self._known_buckets: set[str] = set()
         # PostgreSQL: reads an API node makes on its event loop (connections opened on first use).
         self.loop_reads = AsyncReads(engine) if self.postgres else None
+        # The statements of every job, compiled once (see Compiled), by their variant.
+        self._compiled: dict[Hashable, Compiled] = {}
+        # queue_id -> its notify configuration as last read. Only ever a guess: a finish that
+        # relies on it restates it in its WHERE clause (see `finish`).
+        self._notify: dict[str, str] = {}
 
     def _write(self) -> Connection:
         return self.engine.connect().execution_options(write=True)
+
+    def _autocommit(self) -> Connection:
+        """PostgreSQL: each statement its own transaction, one round trip (no BEGIN, no COMMIT)."""
+        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+    def _read(self) -> Connection:
+        """For reads. On PostgreSQL in autocommit: under READ COMMITTED each statement sees its
+        own snapshot inside a transaction too, so BEGIN and ROLLBACK were two round trips for
+        nothing."""
+        return self._autocommit() if self.postgres else self.engine.connect()
+
+    @contextmanager
+    def _one_write(self) -> Iterator[Connection]:
+        """A connection for one statement that writes, in a transaction of its own: autocommit on
+        PostgreSQL (one round trip), BEGIN IMMEDIATE ... COMMIT on SQLite."""
+        if self.postgres:
+            with self._autocommit() as conn:
+                yield conn
+        else:
+            with self._write() as conn, conn.begin():
+                yield conn
+
+    def _statement(self, key: Hashable, build: Callable[[], ClauseElement]) -> Compiled:
+        """The statement `build` makes, compiled the first time `key` is asked for."""
+        found = self._compiled.get(key)
+        if found is None:
+            found = self._compiled[key] = Compiled(build(), self.engine.dialect)
+        return found
 
     def _insert_ignore(self, table: Any) -> Any:
         return (pg_insert if self.postgres else sqlite_insert)(table)
@@ -210,12 +303,12 @@ class JobStore:
         self._known_buckets.add(bucket)
 
     def get_queue(self, queue_id: str) -> Queue | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(queues).where(queues.c.queue_id == queue_id)).first()
         return _queue(row) if row else None
 
     def list_queues(self, bucket: str, categories: Sequence[str]) -> list[Queue]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(queues)
                 .where(queues.c.bucket == bucket, queues.c.category.in_(list(categories)))
@@ -250,48 +343,58 @@ class JobStore:
 
     # ---- jobs: the API side ------------------------------------------------------------------
 
-    def create(self, new: Sequence[NewJob]) -> list[Job]:
-        """Insert jobs atomically; a job in a paused queue starts in Pause."""
+    @staticmethod
+    def _insert_job(notify: str | None) -> Insert:
+        # FOR SHARE on the queue's row: a pause of the queue waits for this job (and moves it
+        # to Pause), or this job sees the pause; never a job left Submitted in a paused queue.
+        queue_state = (
+            select(queues.c.state)
+            .where(queues.c.queue_id == _param("queue_id_"))
+            .with_for_update(read=True)
+            .scalar_subquery()
+        )
+        columns = ("job_id", "kind", "bucket", "region", "tag", "job_level", "created_at", "input_object",
+                   "operation", "callback", "hold")  # fmt: skip
+        returned: list[Any] = list(jobs.c)
+        if notify is not None:
+            # Sent when the job commits (PostgreSQL drops repeats within one transaction).
+            returned.append(func.pg_notify(notify, "").label("notified"))
+        return (
+            insert(jobs)
+            .values(
+                {name: _param(f"{name}_", type_=jobs.c[name].type) for name in columns}
+                | {
+                    "queue_id": _param("queue_id_"),
+                    "state": case((queue_state == "Paused", State.PAUSE.value), else_=State.SUBMITTED.value),
+                    "code": "Success",
+                    "message": "",
+                    "attempts": 0,
+                }
+            )
+            .returning(*returned)
+        )
+
+    def create(self, new: Sequence[NewJob], *, notify: str | None = None) -> list[Job]:
+        """Insert jobs atomically; a job in a paused queue starts in Pause. On PostgreSQL one job
+        is one statement (its own transaction), more are one transaction; `notify`: a channel
+        that the same statement NOTIFYs (PostgreSQL only), to wake the workers."""
+        assert notify is None or self.postgres, "NOTIFY is PostgreSQL's"
+        stmt = self._statement(("create", notify), lambda: self._insert_job(notify))
+
+        def values(n: NewJob) -> dict[str, Any]:
+            n = n.with_time()
+            return {
+                "job_id_": n.job_id, "kind_": n.kind, "bucket_": n.bucket, "region_": n.region,
+                "queue_id_": n.queue_id, "tag_": n.tag, "job_level_": n.job_level,
+                "created_at_": n.created_at, "input_object_": n.input_object,
+                "operation_": _dumps(n.operation), "callback_": _dumps(n.callback), "hold_": n.hold,
+            }  # fmt: skip
+
+        if len(new) == 1:
+            with self._one_write() as conn:
+                return [_job(stmt.run(conn, **values(new[0])).one())]
         with self._write() as conn, conn.begin():
-            out = []
-            # FOR SHARE: a pause of the queue waits for these jobs (and moves them to Pause), or
-            # these jobs see the pause; never a job left Submitted in a paused queue.
-            paused = {
-                r.queue_id
-                for r in conn.execute(
-                    select(queues.c.queue_id, queues.c.state)
-                    .where(queues.c.queue_id.in_({n.queue_id for n in new}))
-                    .with_for_update(read=True)
-                )
-                if r.state == "Paused"
-            }
-            for n in new:
-                n = n.with_time()
-                state = State.PAUSE if n.queue_id in paused else State.SUBMITTED
-                seq = conn.execute(
-                    insert(jobs)
-                    .values(
-                        job_id=n.job_id,
-                        kind=n.kind,
-                        bucket=n.bucket,
-                        region=n.region,
-                        queue_id=n.queue_id,
-                        tag=n.tag,
-                        state=state.value,
-                        job_level=n.job_level,
-                        created_at=n.created_at,
-                        input_object=n.input_object,
-                        operation=_dumps(n.operation),
-                        code="Success",
-                        message="",
-                        callback=_dumps(n.callback),
-                        hold=n.hold,
-                        attempts=0,
-                    )
-                    .returning(jobs.c.seq)
-                ).scalar_one()
-                out.append(_job(conn.execute(select(jobs).where(jobs.c.seq == seq)).one()))
-        return out
+            return [_job(stmt.run(conn, **values(n)).one()) for n in new]
 
     @staticmethod
     def _get_many(bucket: str, kind: str, wanted: list[str]) -> Select[Any]:
@@ -302,7 +405,7 @@ class JobStore:
         wanted = list(ids)
         if not wanted:
             return {}
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(self._get_many(bucket, kind, wanted)).all()
         return {r.job_id: _job(r) for r in rows}
 
@@ -316,7 +419,7 @@ class JobStore:
         return {r.job_id: _job(r) for r in rows}
 
     def get(self, job_id: str) -> Job | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).first()
         return _job(row) if row else None
 
@@ -365,7 +468,7 @@ class JobStore:
             q = q.order_by(jobs.c.created_at, jobs.c.seq)
         else:
             q = q.order_by(jobs.c.created_at.desc(), jobs.c.seq.desc())
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [_job(r) for r in conn.execute(q.limit(size))]
 
     def cancel(self, job_id: str) -> tuple[str, Job] | None:
@@ -391,6 +494,10 @@ class JobStore:
     def claim_statement(self, owner: str, lease: float, kinds: Sequence[str] | None = None) -> Update:
         """The claim: one UPDATE that takes the best waiting job and returns it."""
         now = time.time()
+        return self._claim_update(kinds, {"owner": owner, "lease_until": now + lease, "now": now})
+
+    def _claim_update(self, kinds: Sequence[str] | None, values: dict[str, Any] | None = None) -> Update:
+        values = values or {}
         # A literal 'Submitted' (not a bound parameter) lets SQLite use the partial index.
         pick = select(jobs.c.seq).where(jobs.c.state == literal_column("'Submitted'"))
         if kinds:
@@ -412,9 +519,9 @@ class JobStore:
             .where(*where)
             .values(
                 state=State.RUNNING.value,
-                lease_owner=owner,
-                lease_until=now + lease,
-                started_at=func.coalesce(jobs.c.started_at, now),
+                lease_owner=_param("owner", value=values.get("owner")),
+                lease_until=_param("lease_until", Float, values.get("lease_until")),
+                started_at=func.coalesce(jobs.c.started_at, _param("now", Float, values.get("now"))),
                 attempts=jobs.c.attempts + 1,
                 progress=0,
             )
@@ -423,44 +530,107 @@ class JobStore:
 
     def claim(self, owner: str, lease: float, kinds: Sequence[str] | None = None) -> Job | None:
         """Take the best waiting job: highest JobLevel, then oldest. One statement."""
-        stmt = self.claim_statement(owner, lease, kinds)
-        with self._write() as conn, conn.begin():
-            if self.postgres:
-                conn.exec_driver_sql(PG_CLAIM_PLAN)
-            row = conn.execute(stmt).first()
+        key = tuple(kinds) if kinds else ()
+        stmt = self._statement(("claim", key), lambda: self._claim_update(key))
+        now = time.time()
+        values = {"owner": owner, "lease_until": now + lease, "now": now}
+        with self._write() as conn:
+            if self.postgres and session_settings(conn).items() >= PG_CLAIM_SESSION.items():
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                row = stmt.run(conn, **values).first()
+            else:
+                with conn.begin():
+                    if self.postgres:
+                        conn.exec_driver_sql(PG_CLAIM_PLAN)
+                    row = stmt.run(conn, **values).first()
         return _job(row) if row else None
+
+    @staticmethod
+    def _ours() -> list[Any]:
+        """A running job held by `owner_`: what every write of a worker on its job restates."""
+        return [
+            jobs.c.job_id == _param("job_id_"),
+            jobs.c.state == State.RUNNING.value,
+            jobs.c.lease_owner == _param("owner_"),
+        ]
 
     def heartbeat(self, job_id: str, owner: str, lease: float) -> bool:
         """Extend the lease; False when the job is no longer ours to run (cancelled, or taken)."""
-        with self._write() as conn, conn.begin():
-            n = conn.execute(
-                update(jobs)
-                .where(
-                    jobs.c.job_id == job_id, jobs.c.state == State.RUNNING.value, jobs.c.lease_owner == owner
-                )
-                .values(lease_until=time.time() + lease)
-            ).rowcount
+        stmt = self._statement(
+            "heartbeat",
+            lambda: update(jobs).where(*self._ours()).values(lease_until=_param("until_", Float)),
+        )
+        with self._one_write() as conn:
+            n = stmt.run(conn, job_id_=job_id, owner_=owner, until_=time.time() + lease).rowcount
         return bool(n)
 
     def still_mine(self, job_id: str, owner: str) -> bool:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(jobs.c.state, jobs.c.lease_owner).where(jobs.c.job_id == job_id)
-            ).first()
+        stmt = self._statement(
+            "still_mine",
+            lambda: select(jobs.c.state, jobs.c.lease_owner).where(jobs.c.job_id == _param("job_id_")),
+        )
+        with self._read() as conn:
+            row = stmt.run(conn, job_id_=job_id).first()
         return row is not None and row.state == State.RUNNING and row.lease_owner == owner
 
     def set_progress(self, job_id: str, owner: str, progress: int) -> None:
-        with self._write() as conn, conn.begin():
-            conn.execute(
+        stmt = self._statement(
+            "progress",
+            lambda: (
                 update(jobs)
-                .where(
-                    jobs.c.job_id == job_id,
-                    jobs.c.state == State.RUNNING.value,
-                    jobs.c.lease_owner == owner,
-                    or_(jobs.c.progress.is_(None), jobs.c.progress < progress),
-                )
-                .values(progress=progress)
+                .where(*self._ours(), or_(jobs.c.progress.is_(None), jobs.c.progress < _param("progress_")))
+                .values(progress=_param("progress_"))
+            ),
+        )
+        with self._one_write() as conn:
+            stmt.run(conn, job_id_=job_id, owner_=owner, progress_=progress)
+
+    @staticmethod
+    def _finish_update(success: bool, *, notify_is: bool) -> Update:
+        """End a running job we hold; `notify_is`: only while its queue's notify configuration
+        is still the one given (what decided whether to call back)."""
+        where = JobStore._ours()
+        if notify_is:
+            where.append(_param("notify_", type_=Text) == _QUEUE_NOTIFY)
+        return (
+            update(jobs)
+            .where(*where)
+            .values(
+                state=_param("state_"),
+                code=_param("code_"),
+                message=_param("message_"),
+                result=_param("result_", type_=Text),
+                ended_at=_param("now_", type_=Float),
+                progress=100 if success else jobs.c.progress,
+                lease_owner=None,
+                lease_until=None,
             )
+        )
+
+    def _finish_in_one(self, success: bool, *, notify_is: bool, call_back: bool) -> Any:
+        """PostgreSQL: the end of a job, and its callback's outbox row when one is due, in one
+        statement (one transaction); it returns the job's id when the job was ours to end."""
+        done = self._finish_update(success, notify_is=notify_is).returning(jobs.c.job_id)
+        if not call_back:
+            return done
+        ended = done.cte("ended")
+        queued = (
+            insert(outbox)
+            .from_select(
+                ["job_id", "url", "content_type", "body", "attempts", "next_attempt"],
+                select(
+                    ended.c.job_id,
+                    _param("url_", type_=Text),
+                    _param("content_type_", type_=Text),
+                    literal(""),
+                    literal(0),
+                    _param("now_", type_=Float),
+                ),
+            )
+            .returning(outbox.c.id)
+            .cte("queued")
+        )
+        return select(ended.c.job_id).add_cte(queued)
 
     def finish(
         self,
@@ -471,27 +641,46 @@ class JobStore:
         code: str = "Success",
         message: str = "",
         result: Any = None,
+        claimed: Job | None = None,
     ) -> Finished | None:
-        """End a running job we hold. None (nothing written) when the lease was lost."""
+        """End a running job we hold. None (nothing written) when the lease was lost.
+
+        `claimed` (the job as the claim returned it) lets PostgreSQL end the job in one
+        statement: its callback settings are known, and its queue's notify configuration, when
+        that decides, is the one last read, restated in the WHERE clause. A job whose queue's
+        configuration changed since is not touched and ends the long way, which reads it anew.
+        """
         now = time.time()
+        success = state == State.SUCCESS
+        values = {
+            "job_id_": job_id, "owner_": owner, "state_": state.value, "code_": code, "message_": message,
+            "result_": _dumps(result) if result is not None else None, "now_": now,
+        }  # fmt: skip
+        if self.postgres and claimed is not None and claimed.job_id == job_id:
+            cb = claimed.callback
+            notify_is = _queue_decides(cb)
+            notify = self._notify.get(claimed.queue_id) if notify_is else None
+            if not notify_is or notify is not None:
+                target = _callback_target(cb, notify)
+                stmt = self._statement(
+                    ("finish", success, notify_is, target is not None),
+                    lambda: self._finish_in_one(success, notify_is=notify_is, call_back=target is not None),
+                )
+                if notify is not None:
+                    values["notify_"] = notify
+                if target is not None:
+                    values["url_"], values["content_type_"] = target
+                with self._autocommit() as conn:
+                    if stmt.run(conn, **values).first() is not None:
+                        return Finished(callback_queued=target is not None)
+                if not notify_is:
+                    return None  # the lease was lost: that WHERE clause said nothing else
+        stmt = self._statement(
+            ("finish", success),
+            lambda: self._finish_update(success, notify_is=False).returning(jobs.c.queue_id, jobs.c.callback),
+        )
         with self._write() as conn, conn.begin():
-            row = conn.execute(
-                update(jobs)
-                .where(
-                    jobs.c.job_id == job_id, jobs.c.state == State.RUNNING.value, jobs.c.lease_owner == owner
-                )
-                .values(
-                    state=state.value,
-                    code=code,
-                    message=message,
-                    result=_dumps(result) if result is not None else None,
-                    ended_at=now,
-                    progress=100 if state == State.SUCCESS else jobs.c.progress,
-                    lease_owner=None,
-                    lease_until=None,
-                )
-                .returning(jobs.c.queue_id, jobs.c.callback)
-            ).first()
+            row = stmt.run(conn, **values).first()
             if row is None:
                 return None
             queued = self._enqueue_callback(conn, job_id, row.queue_id, json.loads(row.callback or "{}"))
@@ -530,31 +719,27 @@ class JobStore:
     # ---- callbacks -------------------------------------------------------------------------
 
     def _enqueue_callback(self, conn: Connection, job_id: str, queue_id: str, cb: dict[str, str]) -> bool:
-        url = cb.get("CallBack", "")
-        fmt = cb.get("CallBackFormat", "")
-        if url == "no":
-            return False
-        if not url:
-            q = conn.execute(select(queues.c.notify).where(queues.c.queue_id == queue_id)).first()
-            notify = json.loads(q.notify) if q else {}
-            events = [e.strip() for e in notify.get("Event", "").split(",")]
-            if (
-                notify.get("State") != "On"
-                or notify.get("Type", "Url") != "Url"
-                or "TaskFinish" not in events
-            ):
-                return False
-            url = notify.get("Url", "")
-            fmt = fmt or notify.get("ResultFormat", "")
-        if not url or cb.get("CallBackType", "Url") not in ("", "Url"):
-            return False
-        ctype = "application/json" if fmt.upper() == "JSON" else "application/xml"
+        notify = None
+        if _queue_decides(cb):
+            notify = conn.execute(select(queues.c.notify).where(queues.c.queue_id == queue_id)).scalar()
+            if notify is not None:
+                self._notify[queue_id] = notify
+        target = _callback_target(cb, notify)
+        if target is not None:
+            self._queue_callback(conn, job_id, *target)
+        return target is not None
+
+    def _queue_callback(self, conn: Connection, job_id: str, url: str, content_type: str) -> None:
         conn.execute(
             insert(outbox).values(
-                job_id=job_id, url=url, content_type=ctype, body="", attempts=0, next_attempt=time.time()
+                job_id=job_id,
+                url=url,
+                content_type=content_type,
+                body="",
+                attempts=0,
+                next_attempt=time.time(),
             )
         )
-        return True
 
     def take_due_deliveries(self, limit: int, hold_for: float) -> list[Delivery]:
         """Deliveries due now, each pushed `hold_for` seconds into the future so that no other
@@ -594,7 +779,7 @@ class JobStore:
                 )
 
     def pending_deliveries(self) -> int:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return int(conn.execute(select(func.count()).select_from(outbox)).scalar_one())
 
     # ---- live workers ----------------------------------------------------------------------
@@ -624,7 +809,7 @@ class JobStore:
 
     def live_workers(self, now: float | None = None, *, beat: float = WORKER_BEAT) -> list[WorkerRow]:
         since = (time.time() if now is None else now) - WORKER_DEAD_AFTER * beat
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(select(workers).where(workers.c.seen_at >= since).order_by(workers.c.id))
             return [WorkerRow(r.id, r.host, r.pid, r.kinds, r.started_at, r.seen_at) for r in rows]
 
@@ -638,7 +823,7 @@ class JobStore:
         queues, live workers, the callback outbox. `baseline_until` asks once per API node for
         the final jobs ended by then, the one read that is a pass over the table."""
         count = func.count().label("n")
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             active = [
                 (r.state, r.kind, r.tag, r.queue_id, int(r.n))
                 for r in conn.execute(

@@ -24,12 +24,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import DBAPIError
+
 from .. import logs
 from ..processors import REGISTRY
 from ..processors.base import Cancelled, JobContext, JobFailed
 from ..storage.service import ObjectService
 from .model import Job, State
-from .store import WORKER_BEAT, JobStore, WorkerRow
+from .store import WORKER_BEAT, Finished, JobStore, WorkerRow
 from .wake import Listener
 
 if TYPE_CHECKING:
@@ -117,9 +119,21 @@ class Worker:
         except Exception:
             log.exception("could not sweep old work directories")
         try:
+            reconnected = False
             while not stop.is_set():
                 try:
                     self.step(stop)
+                    reconnected = False
+                except DBAPIError as exc:
+                    if exc.connection_invalidated and not reconnected:
+                        # A pooled connection that the server had dropped (its pool pings only
+                        # connections that sat idle): the pool has let go of every connection
+                        # made before, and the next try gets a new one at once.
+                        log.warning("the database connection was lost; trying again: %s", exc.orig)
+                        reconnected = True
+                        continue
+                    log.exception("worker loop failed; retrying")
+                    stop.wait(1.0)
                 except Exception:
                     log.exception("worker loop failed; retrying")
                     stop.wait(1.0)
@@ -206,9 +220,7 @@ class Worker:
                 self.listener.poke()
         state, code, message, result = outcome
         if state != State.CANCEL:
-            ended = self.store.finish(
-                job.job_id, self.owner, state, code=code, message=message, result=result
-            )
+            ended = self._finish(job, state, code=code, message=message, result=result)
             if ended is None:
                 log.info("job %s: result dropped, the job was cancelled or taken over", job.job_id)
             else:
@@ -223,11 +235,25 @@ class Worker:
                     self.on_finish()
         watcher.join()
 
+    def _finish(self, job: Job, state: State, **outcome: Any) -> Finished | None:
+        """store.finish, once more on a new connection when the pooled one had been dropped:
+        the write is conditional, so a first try that did commit makes the second find nothing
+        to end (and the result is then reported dropped, though it was kept)."""
+        try:
+            return self.store.finish(job.job_id, self.owner, state, claimed=job, **outcome)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            log.warning("the database connection was lost while ending job %s; trying again", job.job_id)
+            return self.store.finish(job.job_id, self.owner, state, claimed=job, **outcome)
+
     def _watch(self, job: Job, ctx: JobContext, done: threading.Event) -> None:
         next_beat = time.monotonic() + self.lease / 3
         while not done.is_set():
             if self.listener is not None:
-                self.listener.wait(0.25)
+                # Woken by a cancel (or by the job's end), not by submissions: those are for
+                # idle workers, and this one claims again as soon as its job is done.
+                self.listener.wait(0.25, cancels_only=True)
             else:
                 done.wait(0.25)
             if done.is_set():
@@ -247,10 +273,9 @@ class Worker:
                 return
             if time.time() > ctx.deadline:
                 log.warning("job %s exceeded its run time", job.job_id)
-                ended = self.store.finish(
-                    job.job_id, self.owner, State.FAILED, code="JobTimeout",
-                    message="The job exceeded its maximum run time.",
-                )  # fmt: skip
+                ended = self._finish(
+                    job, State.FAILED, code="JobTimeout", message="The job exceeded its maximum run time."
+                )
                 if ended is not None and ended.callback_queued:
                     self.on_finish()
                 ctx.cancelled.set()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
+from ..errors import MediaJobsError
 from ..jobs.model import Job
 from ..nodes import Nodes
 from ..storage.service import ObjectService
@@ -113,7 +114,7 @@ class JobContext:
         key = key if key is not None else self.job.input_object
         try:
             meta = self.objects.head(self.job.bucket, key)
-        except Exception as exc:  # NoSuchKey, NoSuchBucket
+        except MediaJobsError as exc:  # NoSuchKey, NoSuchBucket (a database error is no answer)
             raise JobFailed("InputFileNotExist", f"The input object {key!r} does not exist.") from exc
         with self.objects.local_file(meta) as path:
             yield path

@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .. import errors
+from ..db.engine import Compiled
 from ..db.schema import blob_gc, buckets, credentials, objects, parts, uploads
 from .base import CRC64, BlobInfo, BlobStore, crc64_combine
 
@@ -125,7 +126,15 @@ class ObjectService:
     def __init__(self, engine: Engine, blobs: BlobStore) -> None:
         self.engine = engine
         self.blobs = blobs
-        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        self._postgres = engine.dialect.name == "postgresql"
+        self._insert = pg_insert if self._postgres else sqlite_insert
+        self._head = Compiled(
+            select(objects).where(
+                objects.c.bucket == bindparam("bucket", required=False),
+                objects.c.key == bindparam("key", required=False),
+            ),
+            engine.dialect,
+        )
 
     def _write(self) -> Any:
         return self.engine.connect().execution_options(write=True)
@@ -197,10 +206,12 @@ class ObjectService:
     # ---- objects -----------------------------------------------------------------------
 
     def head(self, bucket: str, key: str) -> ObjectMeta:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(objects).where(objects.c.bucket == bucket, objects.c.key == key)
-            ).first()
+        # Every job's input lookup: compiled once, and on PostgreSQL one round trip.
+        conn = self.engine.connect()
+        if self._postgres:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+        with conn:
+            row = self._head.run(conn, bucket=bucket, key=key).first()
             if row is None:
                 if conn.execute(select(buckets.c.name).where(buckets.c.name == bucket)).first() is None:
                     raise errors.NoSuchBucket()
