@@ -40,7 +40,6 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 try:
@@ -49,6 +48,7 @@ except ImportError:  # pragma: no cover - a hint for people running it by hand
     sys.exit("bench/images.py needs psutil: pip install psutil  (or pip install -e '.[bench]')")
 
 import pyvips  # type: ignore[import-untyped]
+from common import cpu_summary, log, mediajobs_revision, on_alarm, on_term
 
 from mediajobs import __version__ as MEDIAJOBS_VERSION
 from mediajobs.media.vips import estimate_jpeg_quality
@@ -117,46 +117,6 @@ WORKLOADS = {
 
 
 # ---- helpers ----------------------------------------------------------------------------------------
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-class Deadline(Exception):
-    pass
-
-
-def _on_alarm(signum: int, frame: FrameType | None) -> None:
-    raise Deadline("benchmark exceeded --max-seconds")
-
-
-def _on_term(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
-def mediajobs_revision() -> str:
-    """`0.1.0 (git abc1234-dirty)`: which server code was measured, as the tree may have local edits."""
-    import mediajobs
-
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=Path(mediajobs.__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except OSError:
-        return MEDIAJOBS_VERSION
-    rev = out.stdout.strip()
-    return f"{MEDIAJOBS_VERSION} (git {rev})" if out.returncode == 0 and rev else MEDIAJOBS_VERSION
-
-
-def cpu_summary() -> str:
-    total = os.cpu_count() or 0
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
-    return f"{usable} usable of {total} logical cores"
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -738,8 +698,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_term)
-    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(ns.max_seconds)
     exe = None if ns.no_thumbor else ensure_thumbor(ns.thumbor_venv)
     root = Path(tempfile.mkdtemp(prefix="mediajobs-bench-images-"))

@@ -29,7 +29,6 @@ import shutil
 import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,7 +37,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 import av
@@ -48,7 +46,8 @@ try:
 except ImportError:  # pragma: no cover - a hint for people running it by hand
     sys.exit("bench/jobs.py needs psutil: pip install psutil  (or pip install -e '.[bench]')")
 
-from mediajobs import __version__ as MEDIAJOBS_VERSION
+from common import cpu_summary, log, mediajobs_revision, on_alarm, on_term, pct
+
 from mediajobs.jobs.model import default_queue_id
 from mediajobs.media.probe import probe
 from mediajobs.media.samples import make_video
@@ -69,33 +68,6 @@ SEED_DAYS = 30
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-class Deadline(Exception):
-    pass
-
-
-def _on_alarm(signum: int, frame: FrameType | None) -> None:
-    raise Deadline("benchmark exceeded --max-seconds")
-
-
-def _on_term(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
-def pct(values: list[float], q: float) -> float:
-    """The q-quantile (0..1) with linear interpolation between closest ranks."""
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    pos = q * (len(s) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
 def mean(values: list[float]) -> float:
@@ -591,29 +563,6 @@ def print_table(rows: list[Row]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
 
 
-def cpu_summary() -> str:
-    total = os.cpu_count() or 0
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
-    return f"{usable} usable of {total} logical cores"
-
-
-def mediajobs_revision() -> str:
-    import mediajobs
-
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=Path(mediajobs.__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except OSError:
-        return MEDIAJOBS_VERSION
-    rev = out.stdout.strip()
-    return f"{MEDIAJOBS_VERSION} (git {rev})" if out.returncode == 0 and rev else MEDIAJOBS_VERSION
-
-
 def run(ns: argparse.Namespace, root: Path, servers: Servers) -> int:
     rows: list[Row] = []
     load0 = os.getloadavg()
@@ -833,8 +782,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_term)
-    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(ns.max_seconds)
     root = Path(tempfile.mkdtemp(prefix="mediajobs-bench-jobs-"))
     servers = Servers(root)

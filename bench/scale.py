@@ -60,7 +60,6 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 try:
@@ -69,6 +68,7 @@ except ImportError:  # pragma: no cover - a hint for people running it by hand
     sys.exit("bench/scale.py needs psutil: pip install -e '.[bench]'")
 
 import psycopg
+from common import cpu_summary, log, on_alarm, on_term, pct
 
 from mediajobs.media.probe import probe
 from mediajobs.testing import REGION, ServerProcess, free_port
@@ -85,33 +85,6 @@ PQ_TASK = "mediainfo_probe"
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-class Deadline(Exception):
-    pass
-
-
-def _on_alarm(signum: int, frame: FrameType | None) -> None:
-    raise Deadline("benchmark exceeded --max-seconds")
-
-
-def _on_term(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
-def pct(values: list[float], q: float) -> float:
-    """The q-quantile (0..1) with linear interpolation between closest ranks."""
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    pos = q * (len(s) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
 def self_cpu() -> float:
@@ -1069,25 +1042,21 @@ def mj_worker_main(out_prefix: str, argv: list[str]) -> int:
     return cli.main(argv)
 
 
-# ---- (c) objects with S3 storage: a hook ----------------------------------------------------------------
-
-
-def serve_has_storage() -> bool:
-    out = subprocess.run(
-        [sys.executable, "-m", "mediajobs", "serve", "--help"], capture_output=True, text=True, timeout=60
-    )
-    return "--storage" in out.stdout
+# ---- (c) objects with S3 storage ------------------------------------------------------------------------
 
 
 def part_c(ns: argparse.Namespace) -> str:
-    """Object GET/PUT figures as bench/objects.py measures them, with `serve --storage s3://...`.
-
-    Not wired yet: whoever wires it starts SeaweedFS (as bench/objects.py does), a `mediajobs serve
-    --storage s3://<bucket> --s3-endpoint ...` against it, and reports the objects benchmark's figures.
-    """
-    if not serve_has_storage():
-        return "skipped: `mediajobs serve --storage` does not exist yet"
-    return "skipped: `serve --storage` exists, but this part is not wired yet"
+    """Object GET/PUT figures with `serve --storage s3://...`: bench/objects.py measures them, beside
+    local storage and SeaweedFS direct in one run, so this part runs that script rather than a copy."""
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("objects.py")), "--storage", "both",
+         *(["--quick"] if ns.quick else [])],
+        capture_output=True, text=True, timeout=1800, check=False,
+    )  # fmt: skip
+    table = [line for line in out.stdout.splitlines() if line.startswith("|")]
+    if out.returncode != 0 or not table:
+        return f"bench/objects.py failed ({out.returncode}):\n{out.stdout[-2000:]}{out.stderr[-2000:]}"
+    return "\n".join(["bench/objects.py --storage both:", *table])
 
 
 # ---- the report -------------------------------------------------------------------------------------------
@@ -1297,12 +1266,6 @@ def profile_group(path: str, func: str) -> str:
     return "other Python: " + Path(path).name
 
 
-def cpu_summary() -> str:
-    total = os.cpu_count() or 0
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
-    return f"{usable} usable of {total} logical cores"
-
-
 def run(ns: argparse.Namespace, root: Path, children: Children) -> int:
     import av
 
@@ -1451,8 +1414,8 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["_mj-worker"]:
         return mj_worker_main(args[1], args[2:])
     ns = parse_args(args)
-    signal.signal(signal.SIGTERM, _on_term)
-    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(ns.max_seconds)
     root = Path(tempfile.mkdtemp(prefix="mediajobs-bench-scale-"))
     children = Children(root)
