@@ -14,7 +14,7 @@ from qcloud_cos.cos_exception import CosServiceError
 
 from mediajobs.media.samples import make_audio, make_image, make_video
 from mediajobs.testing import ServerProcess, running_server
-from tests.helpers import raw_request
+from tests.helpers import raw_request, wait_job
 
 QUEUE_PAUSE_TIMEOUT = 30
 
@@ -81,13 +81,7 @@ def hold(cos: CosS3Client, bucket: str, key: str, seconds: float, **extra: Any) 
 def wait_for(
     cos: CosS3Client, bucket: str, job_id: str, states: tuple[str, ...], timeout: float = 30
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        detail: dict[str, Any] = cos.ci_get_media_jobs(Bucket=bucket, JobIDs=job_id)["JobsDetail"][0]
-        if detail["State"] in states:
-            return detail
-        assert time.monotonic() < deadline, detail
-        time.sleep(0.02)
+    return wait_job(cos, bucket, job_id, states, timeout=timeout)
 
 
 def failing(fn: Callable[..., Any], *args: Any, **kw: Any) -> tuple[int, str]:

@@ -3,7 +3,6 @@ through cos-python-sdk-v5, with every row in PostgreSQL and workers woken by NOT
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,17 +10,11 @@ from qcloud_cos import CosS3Client
 
 from mediajobs.media.samples import make_video
 from mediajobs.testing import running_server
-from tests.helpers import md5
+from tests.helpers import md5, wait_job
 
 
 def _state(cos: CosS3Client, bucket: str, job_id: str, states: tuple[str, ...]) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while True:
-        detail: dict[str, Any] = cos.ci_get_media_jobs(Bucket=bucket, JobIDs=job_id)["JobsDetail"][0]
-        if detail["State"] in states:
-            return detail
-        assert time.monotonic() < deadline, detail
-        time.sleep(0.02)
+    return wait_job(cos, bucket, job_id, states, timeout=60)
 
 
 def test_serve_on_postgresql(pg_url: str, tmp_path: Path) -> None:
