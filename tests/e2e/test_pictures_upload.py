@@ -81,15 +81,17 @@ def test_put_with_pic_operations(cos: CosS3Client, bucket: str, prefix: str) -> 
 
 def test_rule_may_overwrite_the_source(cos: CosS3Client, bucket: str, prefix: str) -> None:
     ops = {"rules": [{"fileid": "a.jpg", "rule": "imageMogr2/thumbnail/200x"},
-                     {"fileid": "b.png", "rule": "imageMogr2/thumbnail/100x/format/png"}]}  # fmt: skip
+                     {"fileid": "b.png", "rule": "imageMogr2/thumbnail/100x/format/png"},
+                     {"fileid": "a.jpg", "rule": "imageMogr2/thumbnail/300x"}]}  # fmt: skip
     _, data = cos.ci_put_object(
         Bucket=bucket, Body=_photo(800, 400), Key=f"{prefix}/a.jpg", PicOperations=json.dumps(ops)
     )
-    first, second = _objects(data)
+    first, second, third = _objects(data)
     stored = _get(cos, bucket, f"{prefix}/a.jpg")
-    assert pyvips.Image.new_from_buffer(stored, "").width == 200
-    assert data["OriginalInfo"]["ETag"] == first["ETag"] == f'"{hashlib.md5(stored).hexdigest()}"'
-    # the second rule still read the uploaded image, not the first rule's output
+    assert pyvips.Image.new_from_buffer(stored, "").width == 300  # the last rule written wins
+    assert (first["Width"], third["Width"]) == ("200", "300")
+    assert data["OriginalInfo"]["ETag"] == third["ETag"] == f'"{hashlib.md5(stored).hexdigest()}"'
+    # the later rules still read the uploaded image, not an earlier rule's output
     assert pyvips.Image.new_from_buffer(_get(cos, bucket, f"{prefix}/b.png"), "").height == 50
     assert "ImageInfo" not in data["OriginalInfo"]  # is_pic_info defaults to 0
     assert second["Width"] == "100"

@@ -291,22 +291,21 @@ def apply(api: Api, meta: ObjectMeta, ops: PicOperations) -> Processed:
     for rule in ops.rules:
         api.service.require_bucket(rule.bucket)
     results: list[tuple[str, Value]] = []
-    deferred: tuple[int, PicRule, bytes, str] | None = None
+    deferred: list[tuple[int, PicRule, bytes, str]] = []
     source_etag = f'"{meta.etag}"'
     with api.service.local_file(meta) as path:
         described_source = pool.describe_file(path, lim) if ops.is_pic_info else None
         for i, rule in enumerate(ops.rules):
             data, mime = pool.process(path, rule.pipeline, lim)
             if (rule.bucket, rule.key) == (meta.bucket, meta.key):
-                deferred = (i, rule, data, mime)
+                # Storing it now would retire the bytes the next rules read.
+                deferred.append((i, rule, data, mime))
                 results.append(("Object", []))  # filled in below
                 continue
             results.append(_result_node(api, rule, data, mime))
-    if deferred is not None:
-        i, rule, data, mime = deferred
-        node = _result_node(api, rule, data, mime)
-        results[i] = node
-        source_etag = _etag_of(node)
+    for i, rule, data, mime in deferred:  # in rule order: the last one written wins, as it would
+        results[i] = _result_node(api, rule, data, mime)
+        source_etag = _etag_of(results[i])
     original: list[tuple[str, Value]] = [
         ("Key", meta.key),
         ("Location", _location(api, meta.bucket, meta.key)),
