@@ -244,15 +244,8 @@ def _store(api: Api, bucket: str, key: str, data: bytes, mime: str) -> ObjectMet
     headers = {"Content-Type": mime}
     if len(data) <= api.settings.inline_max:
         return api.service.put_inline(bucket, key, data, headers=headers)
-    writer = api.service.blobs.writer()
-    try:
-        view = memoryview(data)
-        for start in range(0, len(data), 1 << 20):
-            writer.write(view[start : start + (1 << 20)])
-        info = writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
+    view = memoryview(data)
+    info = api.service.write_blob(view[start : start + (1 << 20)] for start in range(0, len(data), 1 << 20))
     return api.service.put(bucket, key, info, headers=headers)
 
 
@@ -324,7 +317,8 @@ def _etag_of(node: tuple[str, Value]) -> str:
 
 def _result_node(api: Api, rule: PicRule, data: bytes, mime: str) -> tuple[str, Value]:
 
-    described = image_pool(api).describe_bytes(data, image_limits(api.settings))
+    # Format, size and quality come from the header: no pixel is decoded for them.
+    described = image_pool(api).describe_bytes(data, image_limits(api.settings), photo_rgb=False)
     stored = _store(api, rule.bucket, rule.key, data, mime)
     return (
         "Object",

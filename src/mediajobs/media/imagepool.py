@@ -138,8 +138,8 @@ class ImagePool:
     def describe_file(self, path: str | os.PathLike[str], limits: ImageLimits) -> dict[str, str]:
         return self.call(_describe_file, os.fspath(path), limits)
 
-    def describe_bytes(self, data: bytes, limits: ImageLimits) -> dict[str, str]:
-        return self.call(_describe_bytes, data, limits)
+    def describe_bytes(self, data: bytes, limits: ImageLimits, *, photo_rgb: bool = True) -> dict[str, str]:
+        return self.call(_describe_bytes, data, limits, photo_rgb)
 
     def exif(self, path: str | os.PathLike[str], limits: ImageLimits) -> dict[str, Any]:
         return self.call(_exif, os.fspath(path), limits)
@@ -160,10 +160,10 @@ def _describe_file(path: str, limits: ImageLimits) -> dict[str, str]:
     return vips.describe_file(path, limits)
 
 
-def _describe_bytes(data: bytes, limits: ImageLimits) -> dict[str, str]:
+def _describe_bytes(data: bytes, limits: ImageLimits, photo_rgb: bool) -> dict[str, str]:
     from . import vips
 
-    return vips.describe_bytes(data, limits)
+    return vips.describe_bytes(data, limits, photo_rgb=photo_rgb)
 
 
 def _exif(path: str, limits: ImageLimits) -> dict[str, Any]:

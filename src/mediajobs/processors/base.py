@@ -88,19 +88,13 @@ class JobContext:
         if adopt is not None:
             info = adopt(path)
         else:
-            writer = self.objects.blobs.writer()
             try:
                 with open(path, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(1024 * 1024), b""):
-                        writer.write(chunk)
-                info = writer.commit()
-            except BaseException as exc:
-                writer.abort()
-                if isinstance(exc, OSError):
-                    raise JobFailed(
-                        "OutputWriteFailed", f"The output {key!r} could not be written: {exc}"
-                    ) from exc
-                raise
+                    info = self.objects.write_blob(iter(lambda: fh.read(1024 * 1024), b""))
+            except OSError as exc:
+                raise JobFailed(
+                    "OutputWriteFailed", f"The output {key!r} could not be written: {exc}"
+                ) from exc
             path.unlink()
         try:
             meta = self.objects.put(bucket, key, info, headers={"Content-Type": _content_type(key)})

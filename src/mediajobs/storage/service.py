@@ -295,6 +295,17 @@ class ObjectService:
                 return []
             # Another writer created the key since we looked (PostgreSQL): overwrite it.
 
+    def write_blob(self, chunks: Iterable[bytes | memoryview]) -> BlobInfo:
+        """A new durable blob holding `chunks` back to back (nothing is left behind if one fails)."""
+        writer = self.blobs.writer()
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+            return writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
     def put_inline(
         self,
         bucket: str,
