@@ -48,7 +48,7 @@ except ImportError:  # pragma: no cover - a hint for people running it by hand
     sys.exit("bench/images.py needs psutil: pip install psutil  (or pip install -e '.[bench]')")
 
 import pyvips  # type: ignore[import-untyped]
-from common import cpu_summary, log, mediajobs_revision, on_alarm, on_term
+from common import RssSampler, cpu_summary, log, machine_cpu, mediajobs_revision, on_alarm, on_term
 
 from mediajobs import __version__ as MEDIAJOBS_VERSION
 from mediajobs.media.vips import estimate_jpeg_quality
@@ -145,11 +145,6 @@ def main_thread_cpu(pid: int) -> float:
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         pass
     return float("nan")
-
-
-def machine_cpu() -> float:
-    t = psutil.cpu_times()
-    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
 
 
 def reap(procs: list[psutil.Process]) -> None:
@@ -455,45 +450,6 @@ def pyvips_load(
 # ---- RSS sampling -----------------------------------------------------------------------------------
 
 
-class RssSampler:
-    """Peak summed RSS of a process and its descendants, sampled every `interval` seconds."""
-
-    def __init__(self, pid: int, interval: float) -> None:
-        self.pid = pid
-        self.interval = interval
-        self.peak = 0
-        self.max_procs = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-
-    def sample(self) -> tuple[int, int]:
-        procs = tree(self.pid)
-        total = 0
-        for p in procs:
-            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                total += int(p.memory_info().rss)
-        return total, len(procs)
-
-    def _take(self) -> None:
-        total, n = self.sample()
-        self.peak = max(self.peak, total)
-        self.max_procs = max(self.max_procs, n)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._take()
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._take()
-
-
 # ---- thumbor ----------------------------------------------------------------------------------------
 
 
@@ -763,7 +719,7 @@ def run(ns: argparse.Namespace, root: Path, srv: ServerProcess, th: Thumbor | No
             wl = WORKLOADS[p]
             targets[("thumbor", p)] = (f"127.0.0.1:{th.port}", wl.thumbor + wl.source)
 
-    idle_rss, _ = RssSampler(mj_pid, 0).sample()
+    idle_rss = RssSampler(mj_pid, 0).sample()[0]
     th_idle_rss = RssSampler(th.proc.pid, 0).sample()[0] if th is not None and th.proc else 0
     mj_peak = th_peak = 0
     mj_procs = 1

@@ -34,7 +34,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ try:
 except ImportError:  # pragma: no cover - a hint for people running it by hand
     sys.exit("bench/objects.py needs psutil: pip install psutil  (or pip install -e '.[bench]')")
 
-from common import cpu_summary, log, mediajobs_revision, on_alarm, on_term
+from common import RssSampler, cpu_summary, log, machine_cpu, mediajobs_revision, on_alarm, on_term
 
 from mediajobs import __version__ as MEDIAJOBS_VERSION
 from mediajobs.testing import ServerProcess, free_port
@@ -99,58 +98,6 @@ def drop_writeback() -> None:
 
 
 # ---- RSS sampling ---------------------------------------------------------------------------
-
-
-class RssSampler:
-    """Samples the summed RSS of a process and all its descendants every `interval` seconds.
-
-    Also keeps the peak of the top process alone and the most processes seen, so a tree whose
-    size comes from helper children (workers) can be told from one that grows with the transfer.
-    """
-
-    def __init__(self, pid: int, interval: float) -> None:
-        self.proc = psutil.Process(pid)
-        self.interval = interval
-        self.peak = 0
-        self.peak_top = 0
-        self.max_procs = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-
-    def sample(self) -> tuple[int, int, int]:
-        """(tree RSS, RSS of the top process, number of processes)."""
-        try:
-            procs = [self.proc, *self.proc.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0, 0, 0
-        total = top = 0
-        for p in procs:
-            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                rss = int(p.memory_info().rss)
-                total += rss
-                if p.pid == self.proc.pid:
-                    top = rss
-        return total, top, len(procs)
-
-    def _take(self) -> None:
-        total, top, n = self.sample()
-        self.peak = max(self.peak, total)
-        self.peak_top = max(self.peak_top, top)
-        self.max_procs = max(self.max_procs, n)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._take()
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._take()
 
 
 def settled_rss(pid: int, timeout: float = 15.0) -> tuple[int, int, int]:
@@ -502,12 +449,6 @@ def tree_cpu(proc: psutil.Process | None) -> float:
             t = p.cpu_times()
             total += t.user + t.system
     return total
-
-
-def machine_cpu() -> float:
-    """Busy CPU seconds of the whole machine, all cores."""
-    t = psutil.cpu_times()
-    return float(t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0))
 
 
 def measure(

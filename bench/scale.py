@@ -68,7 +68,7 @@ except ImportError:  # pragma: no cover - a hint for people running it by hand
     sys.exit("bench/scale.py needs psutil: pip install -e '.[bench]'")
 
 import psycopg
-from common import cpu_summary, log, on_alarm, on_term, pct
+from common import cpu_summary, log, machine_cpu, on_alarm, on_term, pct
 
 from mediajobs.media.probe import probe
 from mediajobs.testing import REGION, ServerProcess, free_port
@@ -116,11 +116,6 @@ def tree_cpu(pids: list[int], *, own_only: bool = False) -> float:
                 if not own_only:
                     total += t.children_user + t.children_system
     return total
-
-
-def machine_cpu() -> float:
-    t = psutil.cpu_times()
-    return float(t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0))
 
 
 def signal_all(procs: list[psutil.Process], sig: int) -> None:
